@@ -1,0 +1,212 @@
+"""Change-stream event (as pymongo returns it) -> PutEvents request entry.
+
+The relay's hot path: it must stay cheap per event and must never guess. A change it cannot
+encode raises `ContractError` naming the field and the reason, so the caller can dead-letter it.
+"""
+
+import datetime as dt
+import hashlib
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass
+from typing import Any, NotRequired, TypedDict
+
+from bson import Timestamp
+from bson.errors import BSONError
+
+from change_contract import ejson
+from change_contract.constants import (
+    CONTENT_FIELDS,
+    DEFAULT_SOURCE,
+    DETAIL_TYPE_CHANGE,
+    DETAIL_TYPE_GAP,
+    DOCUMENT_OPERATIONS,
+    OPERATION_TYPES,
+    SCHEMA_VERSION,
+)
+from change_contract.errors import ContractError
+from change_contract.size import entry_size
+
+# Fields copied from the change event into `detail`, in this order, when present.
+_COPIED_FIELDS = (
+    "ns",
+    "to",
+    "documentKey",
+    "updateDescription",
+    "fullDocument",
+    "fullDocumentBeforeChange",
+)
+_SESSION_FIELDS = ("txnNumber", "lsid")
+
+
+class PutEventsEntry(TypedDict):
+    """One entry of a PutEvents request, as boto3 takes it."""
+
+    Source: str
+    DetailType: str
+    Detail: str
+    Time: dt.datetime
+    EventBusName: NotRequired[str]
+
+
+@dataclass(frozen=True, slots=True)
+class PayloadRef:
+    """Where an offloaded detail was stored."""
+
+    bucket: str
+    key: str
+
+
+@dataclass(frozen=True, slots=True)
+class EncodedChange:
+    """A change ready to send, with what the relay needs to checkpoint and to shrink it."""
+
+    event_id: str
+    operation_type: str
+    cluster_time: Timestamp
+    resume_token: Mapping[str, Any]
+    entry: PutEventsEntry
+    size: int
+
+
+def event_id_of(token: Any) -> str:
+    """The stable id of a change: its resume token's `_data` string.
+
+    A token with no string `_data` (never seen on mongod, possible on other servers) gets a
+    SHA-256 of its Extended JSON, stable across re-sends just the same.
+    """
+    if not isinstance(token, Mapping):
+        raise ContractError("missing `_id` (the resume token)")
+    data = token.get("_data")
+    if isinstance(data, str) and data:
+        return data
+    try:
+        canonical = ejson.to_json(token, fast=False)
+    except (BSONError, TypeError, ValueError) as error:
+        raise ContractError(f"`_id` is not a usable resume token: {error}") from error
+    return "sha256:" + hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+
+def encode_change(
+    change: Mapping[str, Any],
+    *,
+    bus_name: str | None = None,
+    source: str = DEFAULT_SOURCE,
+    omit: Collection[str] = (),
+    payload_ref: PayloadRef | None = None,
+    fast: bool = True,
+) -> EncodedChange:
+    """Encode one change-stream event as a PutEvents entry.
+
+    `omit` names content fields (`CONTENT_FIELDS`) to leave out; those actually present are listed
+    in `detail.truncated`. With `payload_ref`, every content field is left out and the detail
+    points at the stored full detail instead (`detail.payloadRef`).
+    """
+    if not isinstance(change, Mapping):
+        raise ContractError(f"expected a document, got {type(change).__name__}")
+
+    # Identity and ordering: the fields every event must have.
+    event_id = event_id_of(change.get("_id"))
+    operation_type = change.get("operationType")
+    if not isinstance(operation_type, str):
+        raise ContractError("missing `operationType`", event_id=event_id)
+    if operation_type not in OPERATION_TYPES:
+        raise ContractError(f"unknown operationType {operation_type!r}", event_id=event_id)
+    cluster_time = change.get("clusterTime")
+    if not isinstance(cluster_time, Timestamp):
+        raise ContractError("missing or non-timestamp `clusterTime`", event_id=event_id)
+    if operation_type in DOCUMENT_OPERATIONS and "documentKey" not in change:
+        raise ContractError(f"{operation_type} without `documentKey`", event_id=event_id)
+    wall_time = change.get("wallTime")
+    if wall_time is not None and not isinstance(wall_time, dt.datetime):
+        raise ContractError("`wallTime` is not a date", event_id=event_id)
+
+    # The detail, in a fixed key order.
+    dropped = set(CONTENT_FIELDS) if payload_ref else set(omit)
+    detail: dict[str, Any] = {
+        "schemaVersion": SCHEMA_VERSION,
+        "eventId": event_id,
+        "operationType": operation_type,
+    }
+    truncated = []
+    for field in _COPIED_FIELDS:
+        if field not in change:
+            continue
+        if field in dropped:
+            truncated.append(field)
+            continue
+        detail[field] = change[field]
+    detail["clusterTime"] = {"t": cluster_time.time, "i": cluster_time.inc}
+    if wall_time is not None:
+        detail["wallTime"] = wall_time
+    if payload_ref is None:
+        for field in _SESSION_FIELDS:
+            if field in change:
+                detail[field] = change[field]
+    if truncated:
+        detail["truncated"] = truncated
+    if payload_ref is not None:
+        detail["payloadRef"] = {"bucket": payload_ref.bucket, "key": payload_ref.key}
+
+    # Render: a value BSON cannot carry (invalid UTF-8 from a legacy driver, say) is bad input.
+    try:
+        detail_json = ejson.to_json(detail, fast=fast)
+    except (BSONError, UnicodeError, TypeError, ValueError, OverflowError) as error:
+        raise ContractError(
+            f"cannot render as Extended JSON: {error}", event_id=event_id
+        ) from error
+
+    entry: PutEventsEntry = {
+        "Source": source,
+        "DetailType": DETAIL_TYPE_CHANGE,
+        "Detail": detail_json,
+        "Time": wall_time or dt.datetime.fromtimestamp(cluster_time.time, tz=dt.UTC),
+    }
+    if bus_name:
+        entry["EventBusName"] = bus_name
+    return EncodedChange(
+        event_id=event_id,
+        operation_type=operation_type,
+        cluster_time=cluster_time,
+        resume_token=change["_id"],
+        entry=entry,
+        size=entry_size(entry),
+    )
+
+
+def encode_gap(
+    *,
+    scope: Mapping[str, Any],
+    lost_after: Timestamp | None,
+    resumed_at: Timestamp,
+    reason: str,
+    bus_name: str | None = None,
+    source: str = DEFAULT_SOURCE,
+) -> PutEventsEntry:
+    """A `gap` event: the relay lost history and restarted from now, so consumers can tell.
+
+    `lost_after` is the cluster time of the last change known forwarded (None when unknown);
+    `resumed_at` where streaming started again. Changes strictly between them were not seen.
+    """
+    lost = {"t": lost_after.time, "i": lost_after.inc} if lost_after else None
+    resumed = {"t": resumed_at.time, "i": resumed_at.inc}
+    event_id = (
+        f"gap:{lost['t'] if lost else 0}.{lost['i'] if lost else 0}:{resumed['t']}.{resumed['i']}"
+    )
+    detail = {
+        "schemaVersion": SCHEMA_VERSION,
+        "eventId": event_id,
+        "kind": "gap",
+        "scope": dict(scope),
+        "lostAfter": lost,
+        "resumedAt": resumed,
+        "reason": reason,
+    }
+    entry: PutEventsEntry = {
+        "Source": source,
+        "DetailType": DETAIL_TYPE_GAP,
+        "Detail": ejson.to_json(detail, fast=False),
+        "Time": dt.datetime.fromtimestamp(resumed_at.time, tz=dt.UTC),
+    }
+    if bus_name:
+        entry["EventBusName"] = bus_name
+    return entry

@@ -1,0 +1,1 @@
+"""Local development tooling: stand-in servers, sample events, the demo. Never deployed."""

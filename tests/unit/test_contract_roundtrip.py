@@ -1,0 +1,138 @@
+"""Property: any BSON document survives encode -> JSON text -> decode unchanged."""
+
+import datetime as dt
+import json
+import uuid
+
+from bson import Decimal128, Int64, ObjectId, Timestamp, encode
+from bson.raw_bson import RawBSONDocument
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from change_contract import decode_event, encode_change
+from change_contract.ejson import CODEC_OPTIONS, fast_path_available
+from localdev.samples import lambda_event
+
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+
+# Field names: any text BSON accepts (no NUL), unicode and dots included, not starting with `$`
+# (Extended JSON reserves `$`-keys for type wrappers; MongoDB discourages them in documents).
+keys = st.text(min_size=0, max_size=12).filter(
+    lambda key: "\x00" not in key and not key.startswith("$")
+)
+
+scalars = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-(2**31), 2**31 - 1),
+    st.integers(INT64_MIN, INT64_MAX).map(Int64),
+    st.sampled_from([INT64_MIN, INT64_MAX, 2**31, -(2**31) - 1]).map(Int64),
+    st.floats(allow_nan=False),
+    st.text(max_size=20),
+    st.builds(
+        lambda digits, exponent: Decimal128(f"{digits}E{exponent}"),
+        st.integers(-(10**20), 10**20),
+        st.integers(-30, 30),
+    ),
+    st.datetimes(
+        min_value=dt.datetime(1, 1, 1),
+        max_value=dt.datetime(9999, 12, 31),
+        timezones=st.just(dt.UTC),
+    ).map(lambda value: value.replace(microsecond=value.microsecond // 1000 * 1000)),
+    st.binary(max_size=16),
+    st.uuids(),
+    st.builds(ObjectId),
+)
+
+documents = st.recursive(
+    st.dictionaries(keys, scalars, max_size=5),
+    lambda children: st.dictionaries(
+        keys,
+        st.one_of(scalars, children, st.lists(st.one_of(scalars, children), max_size=3)),
+        max_size=5,
+    ),
+    max_leaves=20,
+)
+
+
+def change_around(document: dict) -> dict:
+    return {
+        "_id": {"_data": "826750A1F0000000012B0429296E1404"},
+        "operationType": "update",
+        "clusterTime": Timestamp(1_796_300_000, 7),
+        "wallTime": dt.datetime(2026, 12, 3, 11, 33, 20, 123000, tzinfo=dt.UTC),
+        "ns": {"db": "clase", "coll": "productos"},
+        "documentKey": {"_id": ObjectId("6750a1f0c2b4a1e0f0a1b001")},
+        "updateDescription": {
+            "updatedFields": document,
+            "removedFields": [],
+            "truncatedArrays": [],
+        },
+        "fullDocument": {"_id": ObjectId("6750a1f0c2b4a1e0f0a1b001"), "doc": document},
+        "fullDocumentBeforeChange": document,
+    }
+
+
+def round_trip(change, *, fast: bool):
+    encoded = encode_change(change, bus_name="bus", fast=fast)
+    # What Lambda gets: the JSON text parsed by a plain JSON parser, inside the envelope.
+    delivered = json.loads(json.dumps(lambda_event(encoded.entry)))
+    return decode_event(delivered).detail
+
+
+@settings(max_examples=150, deadline=None)
+@given(documents)
+def test_python_documents_round_trip(document):
+    # GIVEN a change carrying the document as plain Python values
+    change = change_around(document)
+
+    # WHEN it is encoded with json_util and decoded
+    detail = round_trip(change, fast=False)
+
+    # THEN every copy of the document comes back equal
+    assert detail.update_description.updated_fields == document
+    assert detail.full_document == {"_id": ObjectId("6750a1f0c2b4a1e0f0a1b001"), "doc": document}
+    assert detail.full_document_before_change == document
+
+
+@settings(max_examples=150, deadline=None)
+@given(documents)
+def test_raw_bson_documents_round_trip_on_the_fast_path(document):
+    # GIVEN the change as the relay reads it: RawBSONDocument, with the relay's codec options
+    assert fast_path_available()
+    raw = RawBSONDocument(
+        encode(change_around(document), codec_options=CODEC_OPTIONS), codec_options=CODEC_OPTIONS
+    )
+
+    # WHEN it is encoded with python-bsonjs and decoded
+    detail = round_trip(raw, fast=True)
+
+    # THEN the document comes back equal, as on the json_util path
+    assert detail.full_document_before_change == document
+    assert detail.update_description.updated_fields == document
+
+
+@settings(max_examples=60, deadline=None)
+@given(documents)
+def test_fast_and_portable_paths_give_the_same_json_value(document):
+    raw = RawBSONDocument(
+        encode(change_around(document), codec_options=CODEC_OPTIONS), codec_options=CODEC_OPTIONS
+    )
+    fast = encode_change(raw, fast=True).entry["Detail"]
+    portable = encode_change(raw, fast=False).entry["Detail"]
+    assert json.loads(fast) == json.loads(portable)
+
+
+def test_numbers_stay_json_numbers_so_eventbridge_numeric_filters_work():
+    change = change_around({"cantidad": 7})
+    change["fullDocument"] = {"_id": ObjectId(), "cantidad": Int64(7), "precio": 1.5}
+    detail = json.loads(encode_change(change).entry["Detail"])
+    assert detail["fullDocument"]["cantidad"] == 7
+    assert detail["fullDocument"]["precio"] == 1.5
+
+
+def test_uuid_round_trips_as_uuid():
+    value = uuid.UUID("0f7c1f7e-9a5b-4c43-8d1e-3b4b3c2a1d00")
+    assert round_trip(change_around({"u": value}), fast=False).full_document_before_change == {
+        "u": value
+    }
