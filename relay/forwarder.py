@@ -1,0 +1,345 @@
+"""The forwarding pipeline: batches of entries, several PutEvents in flight, an in-order watermark.
+
+The reader thread `add`s items in stream order; full batches (or a partial one, on `flush`) go to
+a pool of sender threads. Each batch is retried entry by entry until every entry is accepted or
+dead-lettered. The watermark is the position of the newest item that, with every item before it,
+is done: the only position a checkpoint may hold. Reusable by anything that forwards changes in
+order (the backfill uses it too); it never reads MongoDB and never writes checkpoints itself.
+"""
+
+import random
+import threading
+import time
+from collections import deque
+from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+from botocore.exceptions import BotoCoreError, ClientError
+from bson import Timestamp
+
+from change_contract.encode import PutEventsEntry
+from relay.checkpoint import Position
+from relay.deadletter import DeadLetter, DeadLetterSink
+from relay.telemetry import Stats, logger
+
+# PutEvents entry error codes EventBridge documents as final; anything else (throttling, internal
+# failures, codes we do not know) is retried until it passes.
+PERMANENT_ERROR_CODES: Final = frozenset(
+    {
+        "AccessDeniedException",
+        "InvalidAccountIdException",
+        "InvalidArgument",
+        "MalformedDetail",
+        "RedactionFailure",
+        "NotAuthorizedForSourceException",
+        "NotAuthorizedForDetailTypeException",
+        "ValidationException",
+    }
+)
+# Whole-request errors that no retry will cure; the entries of such a request are dead-lettered.
+PERMANENT_REQUEST_ERRORS: Final = frozenset(
+    {
+        "AccessDeniedException",
+        "ValidationException",
+        "InvalidArgument",
+        "MalformedDetail",
+        "NotAuthorizedForSourceException",
+        "NotAuthorizedForDetailTypeException",
+        "UnrecognizedClientException",
+        "InvalidSignatureException",
+    }
+)
+
+
+class HaltError(RuntimeError):
+    """A change was rejected for good and ON_PERMANENT_FAILURE=halt: the relay must stop."""
+
+
+@dataclass(slots=True)
+class Item:
+    """One change on its way: the entry to send, and what the checkpoint and a dead letter need.
+
+    `error` set means the change is already known bad (the contract could not encode it): it is
+    dead-lettered instead of sent. `entry` None with no error is a pure position (a gap marker).
+    """
+
+    entry: PutEventsEntry | None
+    size: int
+    event_id: str
+    token: Mapping[str, Any] | None
+    cluster_time: Timestamp | None
+    change: Mapping[str, Any] | None = None
+    error: str | None = None
+    start_after: bool = False
+
+
+@dataclass(slots=True)
+class _Batch:
+    items: list[Item]
+    position: Position | None = None  # where the watermark stands once this batch is done
+    done: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class ForwarderOptions:
+    batch_max_entries: int = 10
+    max_in_flight: int = 8
+    max_request_bytes: int = 1_048_576
+    retry_base_s: float = 0.1
+    retry_max_s: float = 20.0
+    halt_on_permanent_failure: bool = False
+
+
+@dataclass
+class _Watermark:
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    pending: deque[_Batch] = field(default_factory=deque)
+    position: Position | None = None
+
+
+class Forwarder:
+    """Batches, sends and acknowledges in order. One reader thread calls `add`/`flush`."""
+
+    def __init__(
+        self,
+        events_client: Any,
+        dead_letters: DeadLetterSink,
+        stats: Stats,
+        options: ForwarderOptions,
+    ) -> None:
+        self._client = events_client
+        self._dead_letters = dead_letters
+        self._stats = stats
+        self._options = options
+        self._pool = ThreadPoolExecutor(options.max_in_flight, thread_name_prefix="put-events")
+        self._slots = threading.BoundedSemaphore(options.max_in_flight)
+        self._abort = threading.Event()
+        self._mark = _Watermark()
+        self._idle = threading.Condition(self._mark.lock)
+        self._batch: list[Item] = []
+        self._batch_bytes = 0
+        self.halt_error: HaltError | None = None
+        # Monotonic time of the last PutEvents answer or wait: the health check's "still working".
+        self.last_activity = time.monotonic()
+
+    # The reader side.
+
+    def add(self, item: Item) -> None:
+        """Queue one item in stream order; sends the current batch first when it would overflow."""
+        batch = self._batch
+        if batch and (
+            len(batch) >= self._options.batch_max_entries
+            or self._batch_bytes + item.size > self._options.max_request_bytes
+        ):
+            self.flush()
+            batch = self._batch
+        batch.append(item)
+        self._batch_bytes += item.size
+        if len(batch) >= self._options.batch_max_entries:
+            self.flush()
+
+    def flush(self) -> None:
+        """Send the partial batch now (the stream has nothing more buffered)."""
+        if not self._batch:
+            return
+        items, self._batch, self._batch_bytes = self._batch, [], 0
+        batch = _Batch(items, _position_of(items))
+        with self._mark.lock:
+            # Pending before it is sent, so the watermark can never pass it, even if never sent.
+            self._mark.pending.append(batch)
+        while not self._slots.acquire(timeout=0.5):
+            self.last_activity = time.monotonic()
+            if self._abort.is_set():
+                return
+        try:
+            self._pool.submit(self._run, batch)
+        except RuntimeError:
+            self._slots.release()
+            raise
+
+    def add_position(self, position: Position) -> None:
+        """Advance the watermark to `position` once everything queued before it is done."""
+        self.flush()
+        with self._mark.lock:
+            if not self._mark.pending:
+                self._mark.position = position
+                self._idle.notify_all()
+                return
+            self._mark.pending.append(_Batch([], position, done=True))
+
+    # What the checkpointer and the service read.
+
+    @property
+    def watermark(self) -> Position | None:
+        with self._mark.lock:
+            return self._mark.position
+
+    @property
+    def in_flight(self) -> int:
+        with self._mark.lock:
+            return sum(1 for batch in self._mark.pending if not batch.done)
+
+    def drain(self, deadline_s: float) -> bool:
+        """Send what is queued and wait until everything is done; False if the deadline passed."""
+        self.flush()
+        end = time.monotonic() + deadline_s
+        with self._idle:
+            while self._mark.pending:
+                remaining = end - time.monotonic()
+                if remaining <= 0 or self.halt_error is not None:
+                    return False
+                self._idle.wait(min(remaining, 0.5))
+        return True
+
+    def abort(self) -> None:
+        """Stop retrying: batches not yet done stay undone (and the watermark stays before them)."""
+        self._abort.set()
+
+    def close(self) -> None:
+        self._abort.set()
+        self._pool.shutdown(wait=True, cancel_futures=True)
+
+    # The sender side (pool threads).
+
+    def _run(self, batch: _Batch) -> None:
+        try:
+            completed = self._send(batch)
+        except HaltError as error:
+            self.halt_error = error
+            completed = False
+        except Exception:  # noqa: BLE001 - a bug here must not leave the batch silently undone
+            logger.exception("batch failed unexpectedly", entries=len(batch.items))
+            self.halt_error = HaltError("unexpected error while forwarding; see the log")
+            completed = False
+        finally:
+            self._slots.release()
+        if completed:
+            self._complete(batch)
+
+    def _complete(self, batch: _Batch) -> None:
+        with self._mark.lock:
+            batch.done = True
+            pending = self._mark.pending
+            while pending and pending[0].done:
+                head = pending.popleft()
+                if head.position is not None:
+                    self._mark.position = head.position
+            self._idle.notify_all()
+
+    def _send(self, batch: _Batch) -> bool:
+        to_send: list[Item] = []
+        for item in batch.items:
+            if item.error is not None:
+                if not self._dead_letter(item, "BadInput", item.error):
+                    return False
+            elif item.entry is not None:
+                to_send.append(item)
+        attempt = 0
+        while to_send:
+            retry = self._put(to_send)
+            if retry is None:
+                return False
+            if not retry:
+                break
+            attempt += 1
+            self._stats.add("Retries", len(retry))
+            delay = full_jitter_delay(
+                attempt, self._options.retry_base_s, self._options.retry_max_s
+            )
+            logger.warning(
+                "retrying entries", entries=len(retry), attempt=attempt, delay_s=round(delay, 3)
+            )
+            if self._abort.wait(delay):
+                return False
+            to_send = retry
+        return True
+
+    def _put(self, items: Sequence[Item]) -> list[Item] | None:
+        """One PutEvents call. Returns the items to retry ([] when all settled), None to abandon."""
+        entries = [item.entry for item in items]
+        try:
+            response = self._client.put_events(Entries=entries)
+            self.last_activity = time.monotonic()
+        except ClientError as error:
+            code = error.response.get("Error", {}).get("Code", "Unknown")
+            if code in PERMANENT_REQUEST_ERRORS:
+                logger.error("put events rejected for good", error_code=code, entries=len(items))
+                for item in items:
+                    if not self._dead_letter(item, code, str(error)):
+                        return None
+                return []
+            logger.warning("put events failed, will retry", error_code=code, entries=len(items))
+            self._stats.add("PutEventsFailedEntries", len(items))
+            return list(items)
+        except BotoCoreError as error:
+            # Connection resets, timeouts, endpoint unreachable: all worth retrying.
+            logger.warning(
+                "put events call failed, will retry", error=type(error).__name__, entries=len(items)
+            )
+            self._stats.add("PutEventsFailedEntries", len(items))
+            return list(items)
+
+        results = response.get("Entries") or []
+        failed_count = response.get("FailedEntryCount", 0)
+        if len(results) != len(items):
+            logger.warning(
+                "put events answered a different number of entries, will retry",
+                sent=len(items),
+                answered=len(results),
+            )
+            self._stats.add("PutEventsFailedEntries", len(items))
+            return list(items)
+        newest = items[-1].cluster_time
+        if not failed_count:
+            self._stats.batch(len(items), _lag(newest))
+            return []
+        retry: list[Item] = []
+        forwarded = 0
+        for item, result in zip(items, results, strict=True):
+            code = result.get("ErrorCode")
+            if not code:
+                forwarded += 1
+                continue
+            self._stats.add("PutEventsFailedEntries")
+            if code in PERMANENT_ERROR_CODES:
+                if not self._dead_letter(item, code, str(result.get("ErrorMessage", ""))):
+                    return None
+            else:
+                retry.append(item)
+        self._stats.batch(forwarded, _lag(newest))
+        return retry
+
+    def _dead_letter(self, item: Item, code: str, reason: str) -> bool:
+        self._stats.add("PermanentFailures")
+        if code == "BadInput":
+            self._stats.add("BadInput")
+        letter = DeadLetter(item.event_id, reason, code, item.change, item.cluster_time)
+        if self._options.halt_on_permanent_failure:
+            logger.error(
+                "change rejected for good, halting",
+                event_id=item.event_id,
+                error_code=code,
+                reason=reason,
+            )
+            raise HaltError(f"change {item.event_id} rejected for good ({code}): {reason}")
+        return self._dead_letters.send(letter, should_stop=self._abort.is_set)
+
+
+def _position_of(items: Sequence[Item]) -> Position | None:
+    for item in reversed(items):
+        if item.token is not None:
+            return Position(item.token, item.cluster_time, item.start_after)
+    return None
+
+
+def _lag(cluster_time: Timestamp | None) -> float | None:
+    if cluster_time is None:
+        return None
+    return max(0.0, time.time() - cluster_time.time)
+
+
+def full_jitter_delay(attempt: int, base_s: float, cap_s: float) -> float:
+    """Exponential backoff with full jitter: uniform in [0, min(cap, base * 2**attempt)]."""
+    return random.uniform(0, min(cap_s, base_s * 2**attempt))

@@ -1,0 +1,517 @@
+"""The relay service: hold the change stream and forward every change to EventBridge, at least once.
+
+Programmatic entry point (the CLI, the tests and the benchmark all use it)::
+
+    from relay.service import Relay
+    from relay.settings import RelaySettings
+
+    relay = Relay(RelaySettings.from_env(os.environ))   # clients built from settings, or pass
+    code = relay.run()      # blocks until stop(), a fatal condition, or a halt; returns exit code
+    relay.stop()            # from another thread or a signal handler: graceful, within deadline
+
+Clients are swappable: `Relay(settings, mongo=..., events=..., dynamodb=..., sqs=..., s3=...,
+checkpoint_store=...)`. `relay.stats.totals()` gives the counters (EventsForwarded, ...).
+Reading is single-threaded (this thread); sending runs on MAX_IN_FLIGHT_REQUESTS threads; the
+checkpoint, metrics, health and lease each run on a small background thread. Never logs bodies.
+"""
+
+import random
+import threading
+import time
+from typing import Any, Final, Literal
+
+import boto3
+from botocore.config import Config
+from bson import Timestamp
+from pymongo import MongoClient
+from pymongo.errors import OperationFailure, PyMongoError
+
+from change_contract import encode_gap, entry_size
+from relay.checkpoint import (
+    Checkpoint,
+    CheckpointError,
+    CheckpointStore,
+    DynamoDBCheckpointStore,
+    MongoCheckpointStore,
+    Position,
+    log_loaded,
+)
+from relay.deadletter import DeadLetterSink, LoggingDeadLetterSink, SqsDeadLetterSink
+from relay.encoder import ChangeEncoder, OffloadInterruptedError
+from relay.forwarder import Forwarder, ForwarderOptions, Item
+from relay.lease import Lease, LeaseError
+from relay.settings import RelaySettings
+from relay.stream import make_client, open_stream
+from relay.telemetry import HealthFile, MetricsEmitter, Stats, Ticker, logger
+
+EXIT_OK: Final = 0
+EXIT_ERROR: Final = 1
+EXIT_CONFIG: Final = 2
+EXIT_HALTED: Final = 3
+EXIT_HISTORY_LOST: Final = 4
+EXIT_LEASE_LOST: Final = 5
+EXIT_INVALIDATED: Final = 6
+EXIT_STOP_DEADLINE: Final = 7
+
+HISTORY_LOST_CODE: Final = 286
+# Server errors no reopening will cure: stop with a clear message instead of looping.
+FATAL_CODES: Final = frozenset({13, 18, 260, 40573})
+
+Outcome = Literal["stopped", "halted", "invalidated", "closed"]
+
+
+def aws_client(service: str, *, timeout_s: float = 10.0, pool: int = 10, **options: Any) -> Any:
+    """A boto3 client with explicit timeouts; endpoint and credentials from the AWS variables."""
+    config = Config(
+        connect_timeout=min(timeout_s, 5.0),
+        read_timeout=timeout_s,
+        max_pool_connections=pool,
+        retries={"mode": "standard", "total_max_attempts": options.pop("attempts", 3)},
+        **options,
+    )
+    return boto3.client(service, config=config)  # type: ignore[call-overload]
+
+
+def events_client(settings: RelaySettings) -> Any:
+    # The forwarder retries each failed entry itself (logged and counted), so botocore does not;
+    # parameter validation is off because the entries come from the contract, already valid.
+    return aws_client(
+        "events",
+        timeout_s=settings.put_events_timeout_seconds,
+        pool=settings.max_in_flight_requests + 2,
+        attempts=1,
+        parameter_validation=False,
+    )
+
+
+def build_checkpoint_store(
+    settings: RelaySettings, *, mongo: MongoClient[Any], dynamodb: Any
+) -> CheckpointStore:
+    if settings.checkpoint_store == "mongodb":
+        collection = mongo[settings.checkpoint_database][settings.checkpoint_collection]
+        return MongoCheckpointStore(collection, settings.relay_id)
+    return DynamoDBCheckpointStore(dynamodb, settings.checkpoint_table or "", settings.relay_id)
+
+
+class Relay:
+    """One relay: optional lease, then stream -> encode -> forward -> checkpoint until stopped."""
+
+    def __init__(
+        self,
+        settings: RelaySettings,
+        *,
+        mongo: MongoClient[Any] | None = None,
+        events: Any = None,
+        dynamodb: Any = None,
+        sqs: Any = None,
+        s3: Any = None,
+        checkpoint_store: CheckpointStore | None = None,
+    ) -> None:
+        self.settings = settings
+        self.stats = Stats()
+        self._stop = threading.Event()
+        self._stop_requested_at: float | None = None
+        self._mongo = mongo or make_client(settings.mongodb_uri)
+        self._events = events or events_client(settings)
+        needs_dynamodb = settings.checkpoint_store == "dynamodb" or settings.lease_enabled
+        self._dynamodb = dynamodb or (aws_client("dynamodb") if needs_dynamodb else None)
+        self._s3 = s3 or (aws_client("s3", timeout_s=30.0) if settings.oversize_bucket else None)
+        self._sqs = sqs or (aws_client("sqs") if settings.dlq_queue_url else None)
+        self.checkpoint_store = checkpoint_store or build_checkpoint_store(
+            settings, mongo=self._mongo, dynamodb=self._dynamodb
+        )
+        self._lease = (
+            Lease(
+                self._dynamodb,
+                settings.checkpoint_table or "",
+                settings.relay_id,
+                settings.lease_seconds,
+            )
+            if settings.lease_enabled
+            else None
+        )
+        self._lease_lost = threading.Event()
+        self._lease_renewed_at = 0.0
+        self._health = HealthFile(settings.health_file)
+        self._state = "starting"
+        self._heartbeat = time.monotonic()
+        self._saved: Position | None = None
+        self._read_position: Position | None = None
+        self._start_at: Timestamp | None = None
+        self.forwarder: Forwarder | None = None
+        self._encoder = ChangeEncoder(
+            bus_name=settings.event_bus_name,
+            source=settings.event_source,
+            max_entry_bytes=settings.max_request_bytes,
+            stats=self.stats,
+            s3=self._s3,
+            bucket=settings.oversize_bucket,
+            prefix=settings.oversize_prefix,
+            relay_id=settings.relay_id,
+            stop=self._stop,
+        )
+
+    # Control.
+
+    def stop(self) -> None:
+        """Ask the relay to stop: stop reading, flush, checkpoint. Safe from any thread."""
+        if self._stop_requested_at is None:
+            self._stop_requested_at = time.monotonic()
+            logger.info("stop requested", deadline_s=self.settings.stop_deadline_seconds)
+        self._stop.set()
+
+    @property
+    def state(self) -> str:
+        return self._state
+
+    def run(self) -> int:
+        """Run until stopped; returns the process exit code (see docs/relay.md)."""
+        emitter = MetricsEmitter(
+            self.stats,
+            namespace=self.settings.metrics_namespace,
+            service=self.settings.service_name,
+            relay_id=self.settings.relay_id,
+        )
+        metrics = Ticker("metrics", self.settings.metrics_interval_seconds, emitter.emit)
+        health = Ticker(
+            "health", min(5.0, self.settings.health_max_age_seconds / 4), self._write_health
+        )
+        self._write_health()
+        metrics.start()
+        health.start()
+        renewer: Ticker | None = None
+        code = EXIT_ERROR
+        try:
+            if self._lease is not None:
+                if not self._acquire_lease():
+                    code = EXIT_OK
+                    return code
+                renewer = Ticker("lease", self.settings.lease_seconds / 3, self._renew_lease)
+                renewer.start()
+            code = self._run_streaming()
+            if self._lease_lost.is_set():
+                code = EXIT_LEASE_LOST
+            return code
+        finally:
+            if renewer is not None:
+                renewer.stop(final_run=False)
+            if (
+                self._lease is not None
+                and self._lease.fencing_token
+                and not self._lease_lost.is_set()
+            ):
+                self._lease.release()
+            self._state = "stopped" if code == EXIT_OK else "failed"
+            health.stop()
+            metrics.stop()
+            logger.info("relay stopped", extra={"exit_code": code, **_ints(self.stats.totals())})
+
+    # Lease.
+
+    def _acquire_lease(self) -> bool:
+        assert self._lease is not None
+        self._state = "standby"
+        logger.info("waiting for the lease", relay_id=self.settings.relay_id)
+        while not self._stop.is_set():
+            try:
+                if self._lease.try_acquire():
+                    self._lease_renewed_at = time.monotonic()
+                    return True
+            except LeaseError as error:
+                logger.warning("lease check failed", error=str(error))
+            self._heartbeat = time.monotonic()
+            self._stop.wait(self.settings.lease_seconds / 3)
+        return False
+
+    def _renew_lease(self) -> None:
+        assert self._lease is not None
+        try:
+            if self._lease.renew():
+                self._lease_renewed_at = time.monotonic()
+                return
+            logger.error("lease lost to another relay, stopping", owner=self._lease.owner)
+        except LeaseError as error:
+            held_for = time.monotonic() - self._lease_renewed_at
+            if held_for < self.settings.lease_seconds * 0.8:
+                logger.warning("lease renewal failed, will retry", error=str(error))
+                return
+            logger.error("lease could not be renewed before expiry, stopping", error=str(error))
+        self._lease_lost.set()
+        self.stop()
+
+    # Streaming.
+
+    def _run_streaming(self) -> int:
+        try:
+            checkpoint = self.checkpoint_store.load()
+        except CheckpointError as error:
+            logger.error("checkpoint unreadable", error=str(error))
+            return EXIT_ERROR
+        log_loaded(checkpoint, self.checkpoint_store)
+        self._saved = checkpoint.position if checkpoint else None
+        self._read_position = self._saved
+        self.forwarder = Forwarder(
+            self._events,
+            self._dead_letter_sink(),
+            self.stats,
+            ForwarderOptions(
+                batch_max_entries=self.settings.batch_max_entries,
+                max_in_flight=self.settings.max_in_flight_requests,
+                max_request_bytes=self.settings.max_request_bytes,
+                retry_base_s=self.settings.retry_base_seconds,
+                retry_max_s=self.settings.retry_max_seconds,
+                halt_on_permanent_failure=self.settings.on_permanent_failure == "halt",
+            ),
+        )
+        checkpointer = Ticker(
+            "checkpoint", self.settings.checkpoint_interval_seconds, self._save_checkpoint
+        )
+        checkpointer.start()
+        code = EXIT_ERROR
+        try:
+            code = self._stream_loop(checkpoint)
+        finally:
+            code = self._shut_down(checkpointer, code)
+        return code
+
+    def _dead_letter_sink(self) -> DeadLetterSink:
+        if self.settings.dlq_queue_url and self._sqs is not None:
+            return SqsDeadLetterSink(
+                self._sqs,
+                self.settings.dlq_queue_url,
+                self.settings.relay_id,
+                self.stats,
+                s3=self._s3,
+                bucket=self.settings.oversize_bucket,
+                prefix=self.settings.oversize_prefix,
+                wait=self._stop.wait,
+            )
+        return LoggingDeadLetterSink(self.stats)
+
+    def _shut_down(self, checkpointer: Ticker, code: int) -> int:
+        forwarder = self.forwarder
+        assert forwarder is not None
+        started = self._stop_requested_at or time.monotonic()
+        remaining = self.settings.stop_deadline_seconds - (time.monotonic() - started)
+        # Leave a little of the deadline for the final checkpoint write.
+        flushed = forwarder.drain(max(0.0, remaining - 1.0))
+        if not flushed and forwarder.halt_error is None:
+            logger.error(
+                "stop deadline reached with changes in flight", in_flight=forwarder.in_flight
+            )
+            if code == EXIT_OK:
+                code = EXIT_STOP_DEADLINE
+        forwarder.abort()
+        checkpointer.stop(final_run=False)
+        forwarder.close()
+        self._save_checkpoint()
+        return code
+
+    def _stream_loop(self, checkpoint: Checkpoint | None) -> int:
+        delay = 0.5
+        while not self._stop.is_set():
+            position = self._read_position
+            try:
+                outcome = self._pump(position)
+            except OperationFailure as error:
+                if error.code == HISTORY_LOST_CODE:
+                    code = self._history_lost(position, error)
+                    if code is not None:
+                        return code
+                    continue
+                if error.code in FATAL_CODES:
+                    logger.error(
+                        "change stream cannot be opened", code=error.code, error=str(error)
+                    )
+                    return EXIT_ERROR
+                logger.warning(
+                    "change stream failed, reopening",
+                    code=error.code,
+                    error=str(error),
+                    retry_in_s=round(delay, 2),
+                )
+            except OffloadInterruptedError:
+                break
+            except PyMongoError as error:
+                logger.warning(
+                    "change stream failed, reopening", error=str(error), retry_in_s=round(delay, 2)
+                )
+            else:
+                if outcome == "stopped":
+                    break
+                if outcome == "halted":
+                    return EXIT_HALTED
+                if outcome == "invalidated":
+                    self.stats.add("Invalidated")
+                    if self.settings.on_invalidate == "stop":
+                        logger.error(
+                            "change stream invalidated, stopping as ON_INVALIDATE=stop",
+                            reason="the watched collection or database was dropped or renamed",
+                        )
+                        return EXIT_INVALIDATED
+                    logger.warning("change stream invalidated, reopening after it")
+                    delay = 0.5
+                    continue
+                logger.warning("change stream closed by the server, reopening")
+            self.stats.add("StreamReopened")
+            self._state = "reconnecting"
+            if self._stop.wait(random.uniform(delay / 2, delay)):
+                break
+            delay = min(delay * 2, self.settings.reconnect_max_seconds)
+        return EXIT_HALTED if self.forwarder and self.forwarder.halt_error else EXIT_OK
+
+    def _pump(self, position: Position | None) -> Outcome:
+        """Read until stopped or the stream ends; keeps `_read_position` at the last change read."""
+        forwarder = self.forwarder
+        assert forwarder is not None
+        stop = self._stop
+        encode = self._encoder.encode
+        add = forwarder.add
+        stats = self.stats
+        last: Item | None = None
+        read = 0
+        with self._mongo.start_session(causal_consistency=False) as session:
+            stream = open_stream(
+                self._mongo,
+                self.settings,
+                position=position,
+                session=session,
+                start_at=self._start_at,
+            )
+            self._start_at = None
+            self._state = "streaming"
+            logger.info(
+                "change stream open",
+                scope=self.settings.scope.describe(),
+                resumed=position is not None,
+            )
+            last_marker: Any = None
+            try:
+                with stream:
+                    while not stop.is_set():
+                        change = stream.try_next()
+                        if change is not None:
+                            last = add_item = encode(change)
+                            add(add_item)
+                            read += 1
+                            # Partial batches go out only when the next read would block.
+                            if stream._cursor._has_next():
+                                continue
+                        forwarder.flush()
+                        stats.add("EventsRead", read)
+                        read = 0
+                        self._heartbeat = time.monotonic()
+                        if forwarder.halt_error is not None:
+                            return "halted"
+                        if change is not None:
+                            continue
+                        if last is not None and last.token is not None:
+                            self._read_position = Position(
+                                last.token, last.cluster_time, last.start_after
+                            )
+                            last = None
+                        if not stream.alive:
+                            current = self._read_position
+                            return (
+                                "invalidated"
+                                if current is not None and current.start_after
+                                else "closed"
+                            )
+                        token = stream.resume_token
+                        if token is not None and token != last_marker:
+                            last_marker = token
+                            marker = self._marker(token, session.operation_time)
+                            forwarder.add_position(marker)
+                            self._read_position = marker
+            finally:
+                stats.add("EventsRead", read)
+                if last is not None and last.token is not None:
+                    self._read_position = Position(last.token, last.cluster_time, last.start_after)
+        return "stopped"
+
+    def _marker(self, token: Any, operation_time: Timestamp | None) -> Position:
+        """A quiet-stream position (postBatchResumeToken) with the best cluster time we know.
+
+        The last read change's time when known (equal order keys may overwrite each other, so the
+        token still advances); only a stream that never saw a change uses the server's operation
+        time, which can run slightly ahead of the token on a lagging cluster (then one later write
+        is refused as "not newer" and the next one succeeds: never a lost change).
+        """
+        known = self._read_position.cluster_time if self._read_position else None
+        return Position(token, known or operation_time)
+
+    def _history_lost(self, position: Position | None, error: OperationFailure) -> int | None:
+        lost_after = position.cluster_time if position else None
+        window = None if lost_after is None else [lost_after.time, lost_after.inc]
+        self.stats.add("HistoryLost")
+        logger.error(
+            "change stream history lost",
+            lost_after=window,
+            policy=self.settings.on_history_lost,
+            error=str(error),
+        )
+        if self.settings.on_history_lost == "fail":
+            return EXIT_HISTORY_LOST
+        forwarder = self.forwarder
+        assert forwarder is not None
+
+        # Restart from now, and tell the consumers which window they never saw.
+        reply = self._mongo.admin.command("ping")
+        resumed_at = reply.get("operationTime")
+        if not isinstance(resumed_at, Timestamp):
+            resumed_at = Timestamp(int(time.time()), 0)
+        gap = encode_gap(
+            scope=self.settings.scope.describe(),
+            lost_after=lost_after,
+            resumed_at=resumed_at,
+            reason=f"ChangeStreamHistoryLost: {error}",
+            bus_name=self.settings.event_bus_name,
+            source=self.settings.event_source,
+        )
+        forwarder.add(
+            Item(entry=gap, size=entry_size(gap), event_id="gap", token=None, cluster_time=None)
+        )
+        forwarder.flush()
+        self.stats.add("GapEvents")
+        logger.warning(
+            "restarting from now after history lost", resumed_at=[resumed_at.time, resumed_at.inc]
+        )
+        self._read_position = None
+        self._start_at = resumed_at
+        return None
+
+    # Background duties.
+
+    def _save_checkpoint(self) -> None:
+        forwarder = self.forwarder
+        if forwarder is None or self._lease_lost.is_set():
+            return
+        position = forwarder.watermark
+        if position is None or position is self._saved:
+            return
+        fence = self._lease.fencing_token if self._lease is not None else 0
+        try:
+            saved = self.checkpoint_store.save(position, fence)
+        except CheckpointError as error:
+            self.stats.add("CheckpointErrors")
+            logger.warning("checkpoint write failed, will retry", error=str(error))
+            return
+        self._saved = position
+        if saved:
+            self.stats.add("CheckpointWrites")
+            self.stats.last_checkpoint_at = time.monotonic()
+            return
+        self.stats.add("CheckpointRejected")
+        logger.warning("checkpoint not written: the stored one is newer or from a newer leader")
+
+    def _write_health(self) -> None:
+        activity = self._heartbeat
+        if self.forwarder is not None:
+            activity = max(activity, self.forwarder.last_activity)
+        stale = time.monotonic() - activity > self.settings.health_max_age_seconds
+        state = "stalled" if stale and self._state == "streaming" else self._state
+        self._health.write(state, relayId=self.settings.relay_id, **_ints(self.stats.totals()))
+
+
+def _ints(values: dict[str, float]) -> dict[str, int]:
+    return {name: int(value) for name, value in values.items() if value}

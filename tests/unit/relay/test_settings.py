@@ -1,0 +1,160 @@
+"""Relay settings: parsed once from the environment, every error naming its variable."""
+
+import pytest
+
+from relay.settings import RelaySettings, SettingsError
+from relay.stream import pipeline_for, watch_options
+
+BASE = {
+    "MONGODB_URI": "mongodb://127.0.0.1:27017/?replicaSet=rs0",
+    "WATCH_DATABASE": "clase",
+    "WATCH_COLLECTIONS": "productos",
+    "EVENT_BUS_NAME": "mongodb-changes",
+    "EVENT_SOURCE": "mongodb.changestream",
+    "CHECKPOINT_TABLE": "relay-checkpoints",
+    "RELAY_ID": "clase-productos",
+}
+
+
+def settings(**changes: str | None) -> RelaySettings:
+    env = dict(BASE)
+    for name, value in changes.items():
+        if value is None:
+            env.pop(name, None)
+        else:
+            env[name] = value
+    return RelaySettings.from_env(env)
+
+
+def test_only_the_required_variables_give_documented_defaults():
+    parsed = settings()
+
+    assert parsed.scope.level == "collection"
+    assert parsed.full_document == "updateLookup"
+    assert parsed.full_document_before_change == "off"
+    assert parsed.batch_max_entries == 10
+    assert parsed.max_request_bytes == 1_048_576
+    assert parsed.on_history_lost == "fail"
+    assert parsed.on_permanent_failure == "dlq"
+    assert parsed.dlq_queue_url is None
+    assert parsed.oversize_bucket is None
+    assert parsed.lease_enabled is False
+    assert parsed.checkpoint_store == "dynamodb"
+
+
+@pytest.mark.parametrize(
+    "missing",
+    [
+        "MONGODB_URI",
+        "WATCH_DATABASE",
+        "WATCH_COLLECTIONS",
+        "EVENT_BUS_NAME",
+        "EVENT_SOURCE",
+        "CHECKPOINT_TABLE",
+        "RELAY_ID",
+    ],
+)
+def test_a_missing_required_variable_is_named(missing):
+    with pytest.raises(SettingsError) as raised:
+        settings(**{missing: None})
+
+    assert raised.value.variable == missing
+    assert str(raised.value).startswith(f"{missing}: ")
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "fragment"),
+    [
+        ("MONGODB_URI", "http://x", "mongodb://"),
+        ("RELAY_ID", "has space", "letters"),
+        ("BATCH_MAX_ENTRIES", "11", "between 1 and 10"),
+        ("BATCH_MAX_ENTRIES", "ten", "whole number"),
+        ("MAX_IN_FLIGHT_REQUESTS", "0", "between"),
+        ("MAX_REQUEST_BYTES", "100", "between"),
+        ("ON_HISTORY_LOST", "ignore", "fail, restart"),
+        ("ON_PERMANENT_FAILURE", "drop", "dlq, halt"),
+        ("FULL_DOCUMENT_BEFORE_CHANGE", "yes", "off, whenAvailable, required"),
+        ("CHECKPOINT_STORE", "redis", "dynamodb, mongodb"),
+        ("LEASE_ENABLED", "maybe", "true or false"),
+        ("LEASE_SECONDS", "1", "between"),
+        ("STOP_DEADLINE_SECONDS", "soon", "number"),
+        ("WATCH_MATCH", "{not json", "not valid JSON"),
+        ("WATCH_MATCH", "[1, 2]", "JSON object"),
+        ("WATCH_COLLECTIONS", "a,a", "twice"),
+        ("WATCH_COLLECTIONS", "system.views", "not a collection"),
+        ("WATCH_DATABASE", "bad.name", "not a valid database name"),
+        ("RETRY_MAX_SECONDS", "0.05", "RETRY_BASE_SECONDS"),
+    ],
+)
+def test_a_malformed_value_is_named_with_the_expected_form(variable, value, fragment):
+    with pytest.raises(SettingsError) as raised:
+        settings(**{variable: value})
+
+    assert raised.value.variable == variable
+    assert fragment in str(raised.value)
+
+
+def test_collections_without_a_database_are_refused():
+    with pytest.raises(SettingsError) as raised:
+        settings(WATCH_DATABASE="", WATCH_COLLECTIONS="productos")
+
+    assert raised.value.variable == "WATCH_COLLECTIONS"
+
+
+def test_mongodb_store_without_lease_needs_no_table():
+    parsed = settings(CHECKPOINT_STORE="mongodb", CHECKPOINT_TABLE="")
+
+    assert parsed.checkpoint_table is None
+
+
+def test_lease_needs_the_table_even_with_the_mongodb_store():
+    with pytest.raises(SettingsError) as raised:
+        settings(CHECKPOINT_STORE="mongodb", CHECKPOINT_TABLE="", LEASE_ENABLED="true")
+
+    assert raised.value.variable == "CHECKPOINT_TABLE"
+
+
+def test_one_collection_watches_it_without_a_collection_filter():
+    parsed = settings(WATCH_MATCH='{"operationType": {"$in": ["insert", "update"]}}')
+
+    assert pipeline_for(parsed) == [{"$match": {"operationType": {"$in": ["insert", "update"]}}}]
+    assert watch_options(parsed) == {"max_await_time_ms": 1000, "full_document": "updateLookup"}
+
+
+def test_several_collections_watch_the_database_filtered_on_ns():
+    parsed = settings(WATCH_COLLECTIONS="productos, pedidos")
+
+    assert parsed.scope.level == "collections"
+    stage = pipeline_for(parsed)[0]["$match"]["$or"]
+    assert stage[0] == {"ns.coll": {"$in": ["productos", "pedidos"]}}
+    assert stage[1] == {"operationType": {"$in": ["dropDatabase", "invalidate"]}}
+
+
+def test_empty_collections_watch_the_database_and_empty_database_the_deployment():
+    assert settings(WATCH_COLLECTIONS="").scope.level == "database"
+    deployment = settings(WATCH_DATABASE="", WATCH_COLLECTIONS="")
+    assert deployment.scope.level == "deployment"
+    assert deployment.scope.database is None
+
+
+def test_mongodb_checkpoints_inside_the_watched_scope_are_filtered_out():
+    # GIVEN checkpoints kept in a collection the deployment-wide stream would see
+    parsed = settings(
+        WATCH_DATABASE="",
+        WATCH_COLLECTIONS="",
+        CHECKPOINT_STORE="mongodb",
+        CHECKPOINT_DATABASE="ops",
+        CHECKPOINT_COLLECTION="ckpt",
+    )
+
+    # THEN the pipeline excludes that namespace, so a checkpoint write is never a change to send
+    assert pipeline_for(parsed) == [{"$match": {"$nor": [{"ns.db": "ops", "ns.coll": "ckpt"}]}}]
+
+
+def test_pre_images_and_full_document_default_are_passed_through():
+    parsed = settings(FULL_DOCUMENT="default", FULL_DOCUMENT_BEFORE_CHANGE="whenAvailable")
+
+    assert watch_options(parsed) == {
+        "max_await_time_ms": 1000,
+        "full_document_before_change": "whenAvailable",
+    }
