@@ -1,0 +1,104 @@
+"""`python -m bench` (`make bench ARGS=...`): run the benchmarks, print and write the results.
+
+Sizes are configurable so a full run stays within a few minutes on a 2-core machine; `--quick`
+is a smoke run of a few hundred events (used by the tests: it measures nothing worth quoting).
+"""
+
+import argparse
+import datetime as dt
+import os
+import platform
+import shlex
+import sys
+from pathlib import Path
+
+from bench.figures import BenchReport
+from bench.functions_bench import FunctionBenchConfig, run_function_bench
+from bench.relay_bench import RelayBenchConfig, run_relay_bench
+from bench.report import render_markdown, write_results
+
+DEFAULT_RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def machine() -> dict[str, str]:
+    """What the figures were measured on."""
+    model = "unknown CPU"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError as error:
+        model = f"unknown CPU ({error.strerror})"
+    return {
+        "cpus": str(os.cpu_count()),
+        "cpu_model": model,
+        "python": platform.python_version(),
+        "platform": f"{platform.system()} {platform.machine()}",
+        "when": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+    }
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    parser.add_argument("--events", type=int, default=20_000, help="backlog size (changes)")
+    parser.add_argument(
+        "--sink-latencies", default="0,25", help="added PutEvents latency per call, ms, commas"
+    )
+    parser.add_argument(
+        "--naive-seconds", type=float, default=8.0, help="time budget of each naive run"
+    )
+    parser.add_argument("--live-rate", type=float, default=200.0, help="changes/s, latency runs")
+    parser.add_argument("--live-seconds", type=float, default=4.0, help="length of latency runs")
+    parser.add_argument("--update-share", type=float, default=0.25, help="share of updates")
+    parser.add_argument("--invocations", type=int, default=300, help="warm calls per function")
+    parser.add_argument("--no-profile", action="store_true", help="never run the profiler")
+    parser.add_argument("--skip-relay", action="store_true")
+    parser.add_argument("--skip-functions", action="store_true")
+    parser.add_argument("--results-dir", type=Path, default=DEFAULT_RESULTS)
+    parser.add_argument("--quick", action="store_true", help="tiny smoke run (tests)")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.events, args.naive_seconds, args.live_rate, args.live_seconds = 300, 2.0, 100.0, 1.0
+        args.invocations, args.no_profile = 20, True
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    command = "make bench" + (f" ARGS={shlex.quote(shlex.join(argv))}" if argv else "")
+    if argv is None:
+        given = sys.argv[1:]
+        command = "make bench" + (f" ARGS={shlex.quote(shlex.join(given))}" if given else "")
+    report = BenchReport(command=command, machine=machine(), events=args.events)
+
+    def log(message: str) -> None:
+        print(f"[bench] {message}", file=sys.stderr, flush=True)
+
+    if not args.skip_relay:
+        latencies = tuple(float(part) for part in args.sink_latencies.split(",") if part.strip())
+        config = RelayBenchConfig(
+            events=args.events,
+            sink_latencies_ms=latencies,
+            naive_seconds=args.naive_seconds,
+            live_rate=args.live_rate,
+            live_seconds=args.live_seconds,
+            update_share=args.update_share,
+            profile=not args.no_profile,
+            results_dir=args.results_dir,
+        )
+        outcome = run_relay_bench(config, log=log)
+        report.relay_runs, report.source = outcome.runs, outcome.source
+        report.notes += outcome.notes
+        if outcome.profile_path is not None:
+            report.profile_path = str(outcome.profile_path)
+    if not args.skip_functions:
+        log("functions: cold start and warm invocations")
+        report.function_runs = run_function_bench(
+            FunctionBenchConfig(invocations=args.invocations), log=log
+        )
+
+    paths = write_results(report, args.results_dir)
+    print(render_markdown(report))
+    log(f"written: {', '.join(str(path) for path in paths.values())}")
+    return 0

@@ -1,0 +1,79 @@
+"""The results table and chart: measured figures, ratios and verdicts, and never a number for
+something that was not measured."""
+
+from bench.figures import BenchReport, FunctionRun, RelayRun, percentile
+from bench.report import relay_table, render_markdown, write_results
+
+
+def _measured(variant: str, latency: float, rate: float, cpu: float) -> RelayRun:
+    run = RelayRun(variant, latency, measured=True, events=1000, events_per_s=rate)
+    run.cpu_us_per_event, run.peak_rss_mib = cpu, 80.0
+    run.set_latencies([0.001 * n for n in range(1, 101)], expected=100)
+    return run
+
+
+def _report() -> BenchReport:
+    report = BenchReport(command="make bench", machine={"cpus": "2"}, events=1000)
+    report.relay_runs = [
+        _measured("raw", 0, 10_000, 20),
+        _measured("naive", 0, 100, 4000),
+        _measured("relay", 0, 9_000, 50),
+        _measured("raw", 25, 10_000, 20),
+        _measured("naive", 25, 30, 4000),
+        RelayRun("relay", 25, note="relay/ is not in this checkout yet"),
+    ]
+    report.function_runs = [
+        FunctionRun("stock_alert", note="functions/stock_alert/app.py is not in this checkout yet"),
+        FunctionRun("bare boto3 SNS publish", "stock_alert", True, 600.0, 20.0, 10.0, 70.0, 300),
+    ]
+    return report
+
+
+def test_percentiles_are_nearest_rank():
+    values = list(range(1, 101))
+
+    assert (percentile(values, 0.5), percentile(values, 0.99)) == (50, 99)
+    assert percentile([], 0.5) is None
+
+
+def test_ratios_are_measured_in_the_same_report():
+    report = _report()
+
+    assert report.ratio("relay", "raw", 0) == 0.9
+    assert report.ratio("relay", "naive", 0) == 90.0
+    assert report.ratio("relay", "naive", 25) is None
+
+
+def test_unmeasured_runs_show_no_number_and_their_reason():
+    table = relay_table(_report())
+
+    line = next(row for row in table.splitlines() if row.startswith("| 25 ms | relay |"))
+    assert "not measured" in line
+    assert "not in this checkout yet" in line
+    assert not any(character.isdigit() for character in line.split("|")[3])
+
+
+def test_markdown_has_figures_ratios_verdicts_and_functions():
+    text = render_markdown(_report())
+
+    assert "| 0 ms | relay | 1,000 | 9,000 | 50.0 | 80.0 | 50.0 | 99.0 |" in text
+    assert "| 0 ms | 0.90x | 90.00x | 50.0 |" in text
+    assert ">= 0.8 of raw: met" in text
+    assert "relay not measured" in text
+    assert "| bare boto3 SNS publish | stock_alert | 600.0 | 20.0 | 10.00 | 70.0 | 300 |" in text
+    assert "functions/stock_alert/app.py is not in this checkout yet" in text
+
+
+def test_a_missed_target_is_called_missed():
+    report = _report()
+    report.relay_runs[2].cpu_us_per_event = 75.0
+
+    assert "CPU <= 60 µs: MISSED" in render_markdown(report)
+
+
+def test_results_are_written_with_a_png_chart(tmp_path):
+    paths = write_results(_report(), tmp_path)
+
+    assert paths["chart"].read_bytes().startswith(b"\x89PNG")
+    assert "## Relay" in paths["markdown"].read_text()
+    assert '"relay_runs"' in paths["json"].read_text()
