@@ -5,6 +5,7 @@ it. Nothing here talks to AWS except the optional S3 payload loader used when de
 """
 
 from change_contract.constants import (
+    BACKFILL_ORIGIN,
     DEFAULT_MAX_REQUEST_BYTES,
     DEFAULT_SOURCE,
     DETAIL_TYPE_CHANGE,
@@ -13,12 +14,20 @@ from change_contract.constants import (
     SCHEMA_VERSION,
 )
 from change_contract.decode import PayloadLoader, S3PayloadLoader, decode_event
-from change_contract.encode import EncodedChange, PayloadRef, encode_change, encode_gap
+from change_contract.encode import (
+    EncodedChange,
+    PayloadRef,
+    backfill_change,
+    encode_backfill,
+    encode_change,
+    encode_gap,
+)
 from change_contract.errors import ContractError, EntryTooLargeError
 from change_contract.models import ChangeDetail, ChangeEvent, ClusterTime, GapDetail
 from change_contract.size import check_entry_size, entry_size, request_size
 
 __all__ = [
+    "BACKFILL_ORIGIN",
     "DEFAULT_MAX_REQUEST_BYTES",
     "DEFAULT_SOURCE",
     "DETAIL_TYPE_CHANGE",
@@ -35,8 +44,10 @@ __all__ = [
     "PayloadLoader",
     "PayloadRef",
     "S3PayloadLoader",
+    "backfill_change",
     "check_entry_size",
     "decode_event",
+    "encode_backfill",
     "encode_change",
     "encode_gap",
     "entry_size",

@@ -9,6 +9,10 @@ DEFAULT_SOURCE: Final = "mongodb.changestream"
 DETAIL_TYPE_CHANGE: Final = "MongoDB Change Event"
 DETAIL_TYPE_GAP: Final = "MongoDB Change Stream Gap"
 
+# `detail.origin` of an event that is a read of an existing document (`python -m relay backfill`)
+# rather than a change; absent on real changes.
+BACKFILL_ORIGIN: Final = "backfill"
+
 # PutEvents accepts at most 10 entries per request, and since 29 January 2026 a request of up to
 # 1 MB (it was 256 KB). The size is counted as in `size.entry_size`.
 MAX_ENTRIES_PER_REQUEST: Final = 10

@@ -11,10 +11,12 @@ from dataclasses import dataclass
 from typing import Any, NotRequired, TypedDict
 
 from bson import Timestamp
+from bson import encode as bson_encode
 from bson.errors import BSONError
 
 from change_contract import ejson
 from change_contract.constants import (
+    BACKFILL_ORIGIN,
     CONTENT_FIELDS,
     DEFAULT_SOURCE,
     DETAIL_TYPE_CHANGE,
@@ -122,11 +124,14 @@ def encode_change(
 
     # The detail, in a fixed key order.
     dropped = set(CONTENT_FIELDS) if payload_ref else set(omit)
+    snapshot_time = _backfill_snapshot(change, operation_type, event_id)
     detail: dict[str, Any] = {
         "schemaVersion": SCHEMA_VERSION,
         "eventId": event_id,
         "operationType": operation_type,
     }
+    if snapshot_time is not None:
+        detail["origin"] = BACKFILL_ORIGIN
     truncated = []
     for field in _COPIED_FIELDS:
         if field not in change:
@@ -136,6 +141,8 @@ def encode_change(
             continue
         detail[field] = change[field]
     detail["clusterTime"] = {"t": cluster_time.time, "i": cluster_time.inc}
+    if snapshot_time is not None:
+        detail["snapshotTime"] = {"t": snapshot_time.time, "i": snapshot_time.inc}
     if wall_time is not None:
         detail["wallTime"] = wall_time
     if payload_ref is None:
@@ -170,6 +177,91 @@ def encode_change(
         resume_token=change["_id"],
         entry=entry,
         size=entry_size(entry),
+    )
+
+
+def _backfill_snapshot(
+    change: Mapping[str, Any], operation_type: str, event_id: str
+) -> Timestamp | None:
+    """The snapshot time of a backfill read (see `backfill_change`), None for a real change."""
+    origin = change.get("origin")
+    if origin is None:
+        return None
+    if origin != BACKFILL_ORIGIN:
+        raise ContractError(f"unknown origin {origin!r}", event_id=event_id)
+    snapshot_time = change.get("snapshotTime")
+    if not isinstance(snapshot_time, Timestamp):
+        raise ContractError("backfill read without a timestamp `snapshotTime`", event_id=event_id)
+    if operation_type != "insert" or "fullDocument" not in change:
+        raise ContractError("a backfill read is an insert with `fullDocument`", event_id=event_id)
+    return snapshot_time
+
+
+def backfill_event_id(ns: Mapping[str, Any], document_id: Any, snapshot_time: Timestamp) -> str:
+    """The id of a backfill read: the same document read for the same snapshot, the same id.
+
+    So a backfill resumed after a crash re-sends what was in flight under the ids it had, and the
+    consumers' idempotency absorbs it; a new backfill (new snapshot) makes new ids.
+    """
+    key = {
+        "db": ns.get("db"),
+        "coll": ns.get("coll"),
+        "_id": document_id,
+        "snapshotTime": snapshot_time,
+    }
+    try:
+        digest = hashlib.sha256(bson_encode(key)).hexdigest()
+    except (BSONError, TypeError, ValueError, OverflowError) as error:
+        raise ContractError(f"document `_id` cannot be hashed: {error}") from error
+    return f"backfill:{digest[:40]}"
+
+
+def backfill_change(
+    document: Mapping[str, Any],
+    ns: Mapping[str, Any],
+    snapshot_time: Timestamp,
+    *,
+    read_at: dt.datetime | None = None,
+) -> dict[str, Any]:
+    """A backfill read shaped as a change-stream insert, so `encode_change` (and everything the
+    relay builds on it: shrinking, offloading, dead letters) handles it like any other change.
+
+    `clusterTime` is the snapshot time, not the read time: every real change after the snapshot
+    then orders after the read, so no consumer drops one as older than the baseline.
+    """
+    if not isinstance(document, Mapping) or "_id" not in document:
+        raise ContractError("a backfill read needs a document with `_id`")
+    document_id = document["_id"]
+    change: dict[str, Any] = {
+        "_id": {"_data": backfill_event_id(ns, document_id, snapshot_time)},
+        "operationType": "insert",
+        "clusterTime": snapshot_time,
+        "wallTime": read_at or dt.datetime.now(dt.UTC),
+        "fullDocument": document,
+        "ns": {"db": ns.get("db"), "coll": ns.get("coll")},
+        "documentKey": {"_id": document_id},
+        "origin": BACKFILL_ORIGIN,
+        "snapshotTime": snapshot_time,
+    }
+    return change
+
+
+def encode_backfill(
+    document: Mapping[str, Any],
+    ns: Mapping[str, Any],
+    snapshot_time: Timestamp,
+    *,
+    read_at: dt.datetime | None = None,
+    bus_name: str | None = None,
+    source: str = DEFAULT_SOURCE,
+    omit: Collection[str] = (),
+    payload_ref: PayloadRef | None = None,
+    fast: bool = True,
+) -> EncodedChange:
+    """Encode one existing document as a backfill read: an `insert` marked `origin: backfill`."""
+    change = backfill_change(document, ns, snapshot_time, read_at=read_at)
+    return encode_change(
+        change, bus_name=bus_name, source=source, omit=omit, payload_ref=payload_ref, fast=fast
     )
 
 

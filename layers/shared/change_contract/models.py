@@ -82,6 +82,8 @@ class ChangeDetail(_Model):
     schema_version: Literal[1] = Field(alias="schemaVersion")
     event_id: str = Field(alias="eventId", min_length=1)
     operation_type: OperationType = Field(alias="operationType")
+    # "backfill": a read of an existing document (`python -m relay backfill`), not a change.
+    origin: Literal["changeStream", "backfill"] = "changeStream"
     ns: Namespace | None = None
     to: Namespace | None = None
     document_key: BsonDocument | None = Field(default=None, alias="documentKey")
@@ -91,6 +93,7 @@ class ChangeDetail(_Model):
         default=None, alias="fullDocumentBeforeChange"
     )
     cluster_time: ClusterTime = Field(alias="clusterTime")
+    snapshot_time: ClusterTime | None = Field(default=None, alias="snapshotTime")
     wall_time: BsonDate | None = Field(default=None, alias="wallTime")
     txn_number: int | None = Field(default=None, alias="txnNumber")
     lsid: BsonDocument | None = None
@@ -104,10 +107,20 @@ class ChangeDetail(_Model):
                 raise ValueError(f"{self.operation_type} without `ns`")
             if self.document_key is None:
                 raise ValueError(f"{self.operation_type} without `documentKey`")
+        if self.origin == "backfill":
+            if self.operation_type != "insert":
+                raise ValueError("a backfill read must be an insert")
+            if self.snapshot_time is None:
+                raise ValueError("a backfill read without `snapshotTime`")
         shrunk = bool(self.truncated) or self.payload_ref is not None
         if self.operation_type == "update" and self.update_description is None and not shrunk:
             raise ValueError("update without `updateDescription`")
         return self
+
+    @property
+    def is_backfill(self) -> bool:
+        """True for a read of an existing document published by a backfill, not a change."""
+        return self.origin == "backfill"
 
     @property
     def document_id(self) -> Any:
