@@ -15,7 +15,7 @@ FUNCTIONS := $(wildcard functions/*/app.py)
 # every handler module is called `app`).
 STRICT_PATHS := layers/shared/change_contract localdev $(wildcard relay) $(wildcard bench)
 
-.PHONY: help venv lock test lint typecheck pytest templates demo events bench build clean
+.PHONY: help venv lock test lint typecheck pytest templates relay-image demo events bench build clean
 
 help:
 	@echo "make test    - every check: lint, types, all test tiers, template checks"
@@ -23,6 +23,7 @@ help:
 	@echo "make events  - regenerate events/*.json from the contract"
 	@echo "make bench   - benchmarks, written to bench/results/"
 	@echo "make build   - sam build (needs python3.13)"
+	@echo "make relay-image - build the relay image (arm64) and push it to ECR (needs Docker)"
 
 $(STAMP): requirements/dev.txt localdev/find-python.sh
 	@boot="$$(./localdev/find-python.sh)"; echo "creating $(VENV) with $$boot"; \
@@ -54,9 +55,43 @@ typecheck: venv
 pytest: venv
 	$(BIN)/pytest
 
+# Template checks: cfn-lint, sam validate, checkov (skips only where the template says why), and
+# sam build when every function exists and a python3.13 is on PATH (into a temporary directory,
+# so the tree stays clean; pip fetches the arm64 wheels from PyPI).
+SAM_FUNCTIONS := stock_alert update_notifier audit_writer
 templates: venv
 	$(BIN)/cfn-lint template.yaml
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/sam validate --lint --template template.yaml --region us-east-1
+	$(BIN)/checkov --file template.yaml --framework cloudformation --skip-download --quiet --compact
+	@missing=""; for name in $(SAM_FUNCTIONS); do \
+	  [ -f functions/$$name/app.py ] || missing="$$missing functions/$$name/app.py"; done; \
+	if [ -n "$$missing" ]; then echo "sam build: SKIPPED, not written yet:$$missing"; \
+	elif ! PATH="$(abspath $(BIN)):$$PATH" command -v python3.13 >/dev/null; then \
+	  echo "sam build: SKIPPED, no python3.13 on PATH (the functions' runtime)"; \
+	else dir=$$(mktemp -d); trap 'rm -rf "$$dir"' EXIT; echo "sam build (into $$dir)"; \
+	  PATH="$(abspath $(BIN)):$$PATH" $(BIN)/sam build --template template.yaml \
+	    --build-dir "$$dir/build" --cache-dir "$$dir/cache" --parallel >"$$dir/log" 2>&1 \
+	    || { cat "$$dir/log"; exit 1; }; echo "sam build: ok"; fi
+
+# The relay image for Fargate (linux/arm64), pushed to this account's ECR. Needs Docker with
+# buildx and the AWS CLI with credentials; prints the RelayImageUri to deploy with.
+RELAY_REPOSITORY ?= mongo-change-reactions-relay
+RELAY_TAG ?= $(shell git rev-parse --short HEAD 2>/dev/null || echo latest)
+relay-image:
+	@command -v docker >/dev/null && docker info >/dev/null 2>&1 || { \
+	  echo "relay-image: no running Docker engine here. Build on a machine with Docker (or Finch"; \
+	  echo "aliased as docker): make relay-image, then deploy with RelayImageUri=<printed URI>."; \
+	  exit 1; }
+	@command -v aws >/dev/null || { echo "relay-image: the AWS CLI is needed to log in to ECR"; exit 1; }
+	@set -e; region=$${AWS_REGION:-$$(aws configure get region)}; \
+	account=$$(aws sts get-caller-identity --query Account --output text); \
+	registry=$$account.dkr.ecr.$$region.amazonaws.com; uri=$$registry/$(RELAY_REPOSITORY):$(RELAY_TAG); \
+	aws ecr describe-repositories --repository-names $(RELAY_REPOSITORY) --region $$region >/dev/null 2>&1 \
+	  || aws ecr create-repository --repository-name $(RELAY_REPOSITORY) --region $$region \
+	       --image-scanning-configuration scanOnPush=true --image-tag-mutability IMMUTABLE >/dev/null; \
+	aws ecr get-login-password --region $$region | docker login --username AWS --password-stdin $$registry; \
+	docker buildx build --platform linux/arm64 --file relay/Dockerfile --tag $$uri --push .; \
+	echo "RelayImageUri=$$uri"
 
 test: lint typecheck pytest templates
 
