@@ -116,7 +116,7 @@ def build_record(
     if detail.ns is None or detail.ns.coll is None or detail.document_key is None:
         raise ValueError(f"{detail.operation_type} without a namespace or document key")
 
-    baseline = is_backfill(detail)
+    baseline = detail.is_backfill
     if baseline:
         actor, source = BACKFILL_ACTOR, ActorSource.BACKFILL
     else:
@@ -139,16 +139,9 @@ def build_record(
         cluster_time=detail.cluster_time,
         wall_time=detail.wall_time,
         recorded_at=recorded_at,
-        origin="backfill" if baseline else "changeStream",
+        origin=detail.origin,
         truncated=tuple(detail.truncated),
     )
-
-
-def is_backfill(detail: ChangeDetail) -> bool:
-    """Whether the event is a backfill read of an existing document rather than a change."""
-    # Read by name: `origin` is the contract's backfill marking (issue 8), absent from details
-    # decoded by a contract that predates it, which are then all real changes.
-    return getattr(detail, "origin", None) == "backfill"
 
 
 def find_actor(detail: ChangeDetail, actor_fields: tuple[str, ...]) -> tuple[str, ActorSource]:

@@ -50,7 +50,7 @@ ACTORS = {
     "delete-with-pre-image": "unknown",
 }
 BACKFILL_SAMPLE = "backfill-low-stock"
-# The backfill sample comes with the contract's backfill marking: expected whenever it exists.
+# The backfill sample is generated with the relay's backfill command: expected whenever it exists.
 if (EVENTS / f"{BACKFILL_SAMPLE}.json").exists():
     ACTORS[BACKFILL_SAMPLE] = "backfill"
 

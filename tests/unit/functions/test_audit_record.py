@@ -48,7 +48,7 @@ EXPECTED_ACTORS = {
 }
 
 BACKFILL_SAMPLE = "backfill-low-stock"
-# The backfill sample comes with the contract's backfill marking: expected whenever it exists.
+# The backfill sample is generated with the relay's backfill command: expected whenever it exists.
 if (EVENTS / f"{BACKFILL_SAMPLE}.json").exists():
     EXPECTED_ACTORS[BACKFILL_SAMPLE] = ("backfill", ActorSource.BACKFILL, [])
 
