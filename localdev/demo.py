@@ -36,7 +36,7 @@ from localdev.pipeline import (
 from localdev.scenario import Scenario, build
 
 STEP_DEADLINE_S = 30.0
-EMAIL_LINES = 8
+EMAIL_LINES = 12
 
 
 class Console:

@@ -3,8 +3,8 @@
 moto's EventBridge cannot invoke Lambda, so locally each rule targets an SQS queue and this
 dispatcher polls those queues and calls each function's real `handler` in this process, with a
 Lambda-like context and the function's own environment variables. A failed event is retried
-after a delay and, when every attempt failed, parked in the function's local dead-letter queue
-with the error, as Lambda's async invoke does with its on-failure destination. It never drops an
+after a delay and, when every attempt failed, parked in the function's on-failure queue as an
+invocation record holding the event and the error, as Lambda's async invoke does. It never drops an
 event: a message leaves its queue only after a handler succeeded or the DLQ accepted it.
 
 Development tooling only: never deployed, never imported by product code.
@@ -122,6 +122,7 @@ class LocalFunction:
     environment: Mapping[str, str] = field(default_factory=dict)
     memory_mb: int = 256
     timeout_s: float = 30.0
+    max_attempts: int | None = None  # None: the dispatcher's default
 
     @property
     def arn(self) -> str:
@@ -153,7 +154,7 @@ class Invocation:
 
 @dataclass(frozen=True)
 class DeadLetter:
-    """An event parked in a function's local DLQ, with the error of its last attempt."""
+    """An event parked in a function's on-failure queue, with the error of its last attempt."""
 
     function: str
     event: dict[str, Any]
@@ -313,7 +314,8 @@ class Dispatcher:
                 },
             )
 
-        dead = failure is not None and attempt >= self._max_attempts
+        attempts_allowed = function.max_attempts or self._max_attempts
+        dead = failure is not None and attempt >= attempts_allowed
         if failure is None:
             with self._lock:
                 if event_id is not None:
@@ -348,17 +350,33 @@ class Dispatcher:
     def _dead_letter(
         self, function: LocalFunction, body: str, error: BaseException, attempts: int
     ) -> None:
-        """Park the event with Lambda's DLQ attributes (ErrorCode, ErrorMessage, RequestID)."""
-        self._sqs.send_message(
-            QueueUrl=function.dlq_url,
-            MessageBody=body,
-            MessageAttributes={
-                "ErrorCode": {"DataType": "String", "StringValue": type(error).__name__},
-                "ErrorMessage": {"DataType": "String", "StringValue": _describe(error)[:1000]},
-                "Attempts": {"DataType": "Number", "StringValue": str(attempts)},
-                "RequestID": {"DataType": "String", "StringValue": str(uuid.uuid4())},
+        """Park the event as Lambda's on-failure destination does: an invocation record holding
+        the event (`requestPayload`) and the last error (`responsePayload`)."""
+        try:
+            payload: Any = json.loads(body)
+        except ValueError:
+            payload = body
+        record = {
+            "version": "1.0",
+            "timestamp": dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds"),
+            "requestContext": {
+                "requestId": str(uuid.uuid4()),
+                "functionArn": f"{function.arn}:$LATEST",
+                "condition": "RetriesExhausted",
+                "approximateInvokeCount": attempts,
             },
-        )
+            "requestPayload": payload,
+            "responseContext": {
+                "statusCode": 200,
+                "executedVersion": "$LATEST",
+                "functionError": "Unhandled",
+            },
+            "responsePayload": {
+                "errorMessage": _describe(error)[:4000],
+                "errorType": type(error).__name__,
+            },
+        }
+        self._sqs.send_message(QueueUrl=function.dlq_url, MessageBody=json.dumps(record))
         LOGGER.warning(
             "event dead-lettered", extra={"function": function.name, "attempts": attempts}
         )
@@ -370,31 +388,31 @@ class Dispatcher:
             self._on_invocation(invocation)
 
     def dead_letters(self, function_name: str, *, wait_s: int = 0) -> list[DeadLetter]:
-        """Read (and keep) what is parked in a function's DLQ right now."""
+        """Read (and keep) the invocation records parked in a function's on-failure queue."""
         function = self._functions[function_name]
         response = self._sqs.receive_message(
             QueueUrl=function.dlq_url,
             MaxNumberOfMessages=10,
             WaitTimeSeconds=wait_s,
             VisibilityTimeout=0,
-            MessageAttributeNames=["All"],
         )
         letters = []
         for message in response.get("Messages", []):
-            attributes = message.get("MessageAttributes", {})
+            record = json.loads(message["Body"])
+            error = record.get("responsePayload") or {}
             letters.append(
                 DeadLetter(
                     function=function_name,
-                    event=json.loads(message["Body"]),
-                    error_code=attributes.get("ErrorCode", {}).get("StringValue", ""),
-                    error_message=attributes.get("ErrorMessage", {}).get("StringValue", ""),
-                    attempts=int(attributes.get("Attempts", {}).get("StringValue", "0")),
+                    event=record.get("requestPayload") or {},
+                    error_code=str(error.get("errorType", "")),
+                    error_message=str(error.get("errorMessage", "")),
+                    attempts=int(record.get("requestContext", {}).get("approximateInvokeCount", 0)),
                 )
             )
         return letters
 
     def redrive(self, function_name: str) -> int:
-        """Move every event in a function's DLQ back to its queue, to be handled again."""
+        """Send every event parked in a function's on-failure queue back to be handled again."""
         function = self._functions[function_name]
         moved = 0
         while True:
@@ -405,7 +423,8 @@ class Dispatcher:
             if not messages:
                 return moved
             for message in messages:
-                self._sqs.send_message(QueueUrl=function.queue_url, MessageBody=message["Body"])
+                event = json.loads(message["Body"]).get("requestPayload")
+                self._sqs.send_message(QueueUrl=function.queue_url, MessageBody=json.dumps(event))
                 self._sqs.delete_message(
                     QueueUrl=function.dlq_url, ReceiptHandle=message["ReceiptHandle"]
                 )

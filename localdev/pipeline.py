@@ -58,6 +58,7 @@ AUDIT_COLLECTION = "audit_log"
 DEFAULT_EVENT_SOURCE = "mongodb.changestream"
 DEFAULT_BUS_NAME = "mongodb-changes"
 RELAY_READY_DEADLINE_S = 60.0
+RELAY_STREAM_OPEN_MESSAGE = "change stream open"
 
 # Logical id -> folder, as fixed between the parts (COMMON.md).
 FUNCTION_FOLDERS: dict[str, str] = {
@@ -118,38 +119,85 @@ def missing(pieces: Sequence[Piece]) -> list[Piece]:
 # The template, as localdev.template_model describes it
 
 
+class TargetModel(Protocol):
+    @property
+    def logical_id(self) -> str: ...
+    @property
+    def resource_type(self) -> str: ...
+
+
 class RuleModel(Protocol):
+    @property
+    def logical_id(self) -> str: ...
     @property
     def name(self) -> str: ...
     @property
     def event_pattern(self) -> Mapping[str, Any]: ...
     @property
-    def target_function(self) -> str: ...
+    def targets(self) -> Sequence[TargetModel]: ...
+    @property
+    def function_targets(self) -> tuple[str, ...]: ...
+
+
+class KeyModel(Protocol):
+    @property
+    def name(self) -> str: ...
+    @property
+    def attribute_type(self) -> str: ...
+    @property
+    def key_type(self) -> str: ...
 
 
 class TableModel(Protocol):
     @property
     def logical_id(self) -> str: ...
     @property
-    def partition_key(self) -> str: ...
+    def name(self) -> str: ...
     @property
-    def sort_key(self) -> str | None: ...
+    def key_schema(self) -> Sequence[KeyModel]: ...
+    @property
+    def partition_key(self) -> str: ...
 
 
-class TopicModel(Protocol):
+class NamedModel(Protocol):
+    """A topic or a queue: a logical id, a physical name and an ARN."""
+
     @property
     def logical_id(self) -> str: ...
+    @property
+    def name(self) -> str: ...
+    @property
+    def arn(self) -> str: ...
+
+
+class FunctionModel(Protocol):
+    @property
+    def logical_id(self) -> str: ...
+    @property
+    def environment(self) -> Mapping[str, str]: ...
 
 
 class TemplateModelView(Protocol):
+    """What the pipeline reads of `localdev.template_model.TemplateModel`."""
+
     @property
-    def bus_name(self) -> str: ...
+    def parameters(self) -> Mapping[str, str]: ...
+    @property
+    def resources(self) -> Mapping[str, Mapping[str, Any]]: ...
+    @property
+    def event_bus_name(self) -> str: ...
+    @property
+    def event_source(self) -> str: ...
     @property
     def rules(self) -> Sequence[RuleModel]: ...
     @property
     def tables(self) -> Sequence[TableModel]: ...
     @property
-    def topics(self) -> Sequence[TopicModel]: ...
+    def topics(self) -> Sequence[NamedModel]: ...
+    @property
+    def queues(self) -> Sequence[NamedModel]: ...
+    @property
+    def functions(self) -> Sequence[FunctionModel]: ...
 
 
 def load_model(path: Path, parameters: Mapping[str, str]) -> TemplateModelView:
@@ -399,7 +447,7 @@ class PipelineConfig:
     relay_id: str = "local-demo"
     function_log_level: str = "WARNING"
     relay_log_level: str = "INFO"
-    max_attempts: int = 3
+    max_attempts: int | None = None  # None: the template's MaximumRetryAttempts + 1
     retry_delays_s: Sequence[float] = (0.5, 1.0)
     function_environment: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
     relay_environment: Mapping[str, str] = field(default_factory=dict)
@@ -407,13 +455,15 @@ class PipelineConfig:
 
 @dataclass
 class LocalResources:
-    """Names, URLs and ARNs of what was created in moto_server."""
+    """Names, URLs and ARNs of what was created in moto_server from the template."""
 
     bus_name: str
     event_source: str
-    function_queues: dict[str, str] = field(default_factory=dict)
-    function_dlqs: dict[str, str] = field(default_factory=dict)
-    topics: dict[str, str] = field(default_factory=dict)  # logical id -> ARN
+    model: TemplateModelView
+    queues: dict[str, str] = field(default_factory=dict)  # logical id -> URL (template queues)
+    function_queues: dict[str, str] = field(default_factory=dict)  # function -> its rule's queue
+    function_dlqs: dict[str, str] = field(default_factory=dict)  # function -> on-failure queue
+    function_attempts: dict[str, int] = field(default_factory=dict)
     inboxes: dict[str, str] = field(default_factory=dict)  # reaction kind -> queue URL
     tables: dict[str, str] = field(default_factory=dict)  # partition key name -> table name
     tap_queue_url: str = ""
@@ -426,14 +476,8 @@ def _queue_arn(sqs: Any, url: str) -> str:
     return arn
 
 
-def _topic_kind(logical_id: str) -> str:
-    """Which reaction a topic carries, from its logical id (alerts, changes or operations)."""
-    lowered = logical_id.lower()
-    if "alert" in lowered and "alarm" not in lowered and "operation" not in lowered:
-        return "alert"
-    if "change" in lowered or "notif" in lowered:
-        return "notification"
-    return "operations"
+# Which reaction each topic carries, by the function variable that names it.
+TOPIC_KINDS = {"ALERT_TOPIC_ARN": "alert", "CHANGES_TOPIC_ARN": "notification"}
 
 
 class LocalPipeline:
@@ -632,111 +676,133 @@ class LocalPipeline:
     def _build(self, model: TemplateModelView) -> LocalResources:
         sqs, events = self.client("sqs"), self.client("events")
         sns, dynamodb = self.client("sns"), self.client("dynamodb")
-        source = self.config.parameters.get("EventSource", DEFAULT_EVENT_SOURCE)
-        resources = LocalResources(bus_name=model.bus_name, event_source=source)
-        events.create_event_bus(Name=model.bus_name)
+        resources = LocalResources(model.event_bus_name, model.event_source, model)
+        events.create_event_bus(Name=model.event_bus_name)
 
-        # Each rule's Lambda target becomes the function's queue (moto cannot invoke Lambda).
+        # The template's queues (dead-letter queues, on-failure destinations) under their names.
+        queue_urls_by_arn: dict[str, str] = {}
+        for template_queue in model.queues:
+            url = sqs.create_queue(QueueName=template_queue.name)["QueueUrl"]
+            resources.queues[template_queue.logical_id] = url
+            queue_urls_by_arn[template_queue.arn] = url
+
+        # Topics under their template names (so the ARNs in the functions' environment are
+        # right), each with an SQS inbox standing in for its email and SMS subscribers.
+        kind_of_topic = {
+            arn: TOPIC_KINDS[name]
+            for function in model.functions
+            for name, arn in function.environment.items()
+            if name in TOPIC_KINDS
+        }
+        topic_inbox: dict[str, str] = {}
+        for topic in model.topics:
+            arn = sns.create_topic(Name=topic.name)["TopicArn"]
+            inbox = sqs.create_queue(QueueName=f"{topic.name}-inbox")["QueueUrl"]
+            sns.subscribe(TopicArn=arn, Protocol="sqs", Endpoint=_queue_arn(sqs, inbox))
+            resources.inboxes[kind_of_topic.get(topic.arn, topic.logical_id)] = inbox
+            topic_inbox[topic.logical_id] = inbox
+
+        # Each rule as the template writes it. A Lambda target becomes the function's queue and
+        # an SNS target the topic's inbox: moto's EventBridge delivers to neither.
         for rule in model.rules:
-            function = rule.target_function
-            if function not in resources.function_queues:
-                url = sqs.create_queue(QueueName=f"{function}-events")["QueueUrl"]
-                resources.function_queues[function] = url
-                dlq = sqs.create_queue(QueueName=f"{function}-local-dlq")["QueueUrl"]
-                resources.function_dlqs[function] = dlq
+            targets = []
+            for target in rule.targets:
+                if target.logical_id in FUNCTION_FOLDERS:
+                    url = self._function_queue(sqs, resources, model, target.logical_id)
+                elif target.logical_id in topic_inbox:
+                    url = topic_inbox[target.logical_id]
+                else:
+                    self._progress(f"rule {rule.logical_id}: {target.logical_id} not run locally")
+                    continue
+                targets.append({"Id": target.logical_id, "Arn": _queue_arn(sqs, url)})
             events.put_rule(
                 Name=rule.name,
-                EventBusName=model.bus_name,
+                EventBusName=model.event_bus_name,
                 EventPattern=json.dumps(rule.event_pattern),
             )
-            events.put_targets(
-                Rule=rule.name,
-                EventBusName=model.bus_name,
-                Targets=[
-                    {"Id": function, "Arn": _queue_arn(sqs, resources.function_queues[function])}
-                ],
-            )
+            if targets:
+                events.put_targets(
+                    Rule=rule.name, EventBusName=model.event_bus_name, Targets=targets
+                )
 
-        # A local catch-all rule counts what the relay put on the bus (not in the template).
+        # A local catch-all rule (not in the template) counts what the relay put on the bus.
         tap = sqs.create_queue(QueueName="local-bus-tap")["QueueUrl"]
         resources.tap_queue_url = tap
         events.put_rule(
             Name="local-bus-tap",
-            EventBusName=model.bus_name,
-            EventPattern=json.dumps({"source": [source]}),
+            EventBusName=model.event_bus_name,
+            EventPattern=json.dumps({"source": [model.event_source]}),
         )
         events.put_targets(
             Rule="local-bus-tap",
-            EventBusName=model.bus_name,
+            EventBusName=model.event_bus_name,
             Targets=[{"Id": "tap", "Arn": _queue_arn(sqs, tap)}],
         )
 
-        # SNS topics, each with an SQS inbox standing in for email and SMS subscribers.
-        for topic in model.topics:
-            arn = sns.create_topic(Name=topic.logical_id)["TopicArn"]
-            resources.topics[topic.logical_id] = arn
-            kind = _topic_kind(topic.logical_id)
-            inbox = sqs.create_queue(QueueName=f"{topic.logical_id}-inbox")["QueueUrl"]
-            sns.subscribe(TopicArn=arn, Protocol="sqs", Endpoint=_queue_arn(sqs, inbox))
-            resources.inboxes.setdefault(kind, inbox)
-
         for table in model.tables:
-            keys = [{"AttributeName": table.partition_key, "KeyType": "HASH"}]
-            attributes = [{"AttributeName": table.partition_key, "AttributeType": "S"}]
-            if table.sort_key:
-                keys.append({"AttributeName": table.sort_key, "KeyType": "RANGE"})
-                attributes.append({"AttributeName": table.sort_key, "AttributeType": "S"})
             dynamodb.create_table(
-                TableName=table.logical_id,
-                KeySchema=keys,
-                AttributeDefinitions=attributes,
+                TableName=table.name,
+                KeySchema=[
+                    {"AttributeName": k.name, "KeyType": k.key_type} for k in table.key_schema
+                ],
+                AttributeDefinitions=[
+                    {"AttributeName": k.name, "AttributeType": k.attribute_type}
+                    for k in table.key_schema
+                ],
                 BillingMode="PAY_PER_REQUEST",
             )
-            resources.tables[table.partition_key] = table.logical_id
+            resources.tables[table.partition_key] = table.name
         if "relayId" not in resources.tables:
-            # The relay's checkpoint table is part of the relay's resources in the template,
-            # left out when no image is given; locally it is always needed.
-            dynamodb.create_table(
-                TableName="RelayCheckpoints",
-                KeySchema=[{"AttributeName": "relayId", "KeyType": "HASH"}],
-                AttributeDefinitions=[{"AttributeName": "relayId", "AttributeType": "S"}],
-                BillingMode="PAY_PER_REQUEST",
-            )
-            resources.tables["relayId"] = "RelayCheckpoints"
-        resources.relay_dlq_url = sqs.create_queue(QueueName="relay-local-dlq")["QueueUrl"]
+            raise PipelineError("template model", "no table keyed by relayId for checkpoints")
+        relay_dlq = resources.queues.get("RelayDeadLetterQueue")
+        resources.relay_dlq_url = relay_dlq or sqs.create_queue(QueueName="relay-dlq")["QueueUrl"]
         self._progress(
-            f"AWS resources from template.yaml: bus {model.bus_name}, "
-            f"{len(model.rules)} rules, {len(model.topics)} topics, {len(model.tables)} tables"
+            f"AWS resources from template.yaml: bus {model.event_bus_name}, "
+            f"{len(model.rules)} rules, {len(model.topics)} topics, {len(model.tables)} tables, "
+            f"{len(model.queues)} queues"
         )
         return resources
+
+    def _function_queue(
+        self, sqs: Any, resources: LocalResources, model: TemplateModelView, function: str
+    ) -> str:
+        """The queue standing in for a function's async invoke, and its on-failure queue."""
+        if function in resources.function_queues:
+            return resources.function_queues[function]
+        url: str = sqs.create_queue(QueueName=f"local-{function}-invoke")["QueueUrl"]
+        resources.function_queues[function] = url
+        invoke = (
+            model.resources.get(function, {}).get("Properties", {}).get("EventInvokeConfig", {})
+        )
+        retries = int(invoke.get("MaximumRetryAttempts", 2))
+        resources.function_attempts[function] = retries + 1
+        destination = invoke.get("DestinationConfig", {}).get("OnFailure", {}).get("Destination")
+        by_arn = {queue.arn: queue.logical_id for queue in model.queues}
+        if isinstance(destination, str) and destination in by_arn:
+            resources.function_dlqs[function] = resources.queues[by_arn[destination]]
+        else:
+            dlq = sqs.create_queue(QueueName=f"local-{function}-failures")["QueueUrl"]
+            resources.function_dlqs[function] = dlq
+        return url
 
     # -- functions ----------------------------------------------------------------------------
 
     def function_environment(self, logical_id: str) -> dict[str, str]:
-        """The environment one function sees: what the template gives it, resolved locally."""
+        """The environment the template gives a function, with local-only changes on top."""
         resources = self.resources
         assert resources is not None
-        folder = FUNCTION_FOLDERS[logical_id]
+        declared = {f.logical_id: f.environment for f in resources.model.functions}
         environment = {
+            **declared.get(logical_id, {}),
             **self._aws_environment,
-            "POWERTOOLS_SERVICE_NAME": folder,
-            "POWERTOOLS_METRICS_NAMESPACE": "MongoChangeReactions",
             "POWERTOOLS_LOG_LEVEL": self.config.function_log_level,
             # No X-Ray daemon here.
             "POWERTOOLS_TRACE_DISABLED": "true",
-            "IDEMPOTENCY_TABLE": resources.tables.get("id", ""),
         }
-        topics = {_topic_kind(logical): arn for logical, arn in resources.topics.items()}
-        if logical_id == "StockAlertFunction":
-            environment["ALERT_TOPIC_ARN"] = topics.get("alert", "")
-            environment["ALERT_STATE_TABLE"] = resources.tables.get("productKey", "")
-        elif logical_id == "UpdateNotifierFunction":
-            environment["CHANGES_TOPIC_ARN"] = topics.get("notification", "")
-        elif logical_id == "AuditWriterFunction":
-            environment["AUDIT_STORE"] = "mongodb"
+        if logical_id == "AuditWriterFunction":
+            # On AWS the URI comes from Secrets Manager; locally it is given directly.
+            environment.pop("MONGODB_URI_SECRET_ARN", None)
             environment["MONGODB_URI"] = self.mongo_uri
-            environment["AUDIT_DATABASE"] = DATABASE
-            environment["AUDIT_COLLECTION"] = AUDIT_COLLECTION
         environment.update(self.config.function_environment.get(logical_id, {}))
         return environment
 
@@ -761,12 +827,13 @@ class LocalPipeline:
                     queue_url=resources.function_queues[logical_id],
                     dlq_url=resources.function_dlqs[logical_id],
                     environment=environment,
+                    max_attempts=self.config.max_attempts
+                    or resources.function_attempts.get(logical_id),
                 )
             )
         self.dispatcher = Dispatcher(
             self.client("sqs"),
             functions,
-            max_attempts=self.config.max_attempts,
             retry_delays_s=self.config.retry_delays_s,
             on_invocation=self._on_invocation,
         )
@@ -816,12 +883,13 @@ class LocalPipeline:
         environment.update(
             {
                 "MONGODB_URI": self.mongo_uri,
-                "WATCH_DATABASE": DATABASE,
-                "WATCH_COLLECTIONS": COLLECTION,
+                "WATCH_DATABASE": resources.model.parameters.get("WatchDatabase", DATABASE),
+                "WATCH_COLLECTIONS": resources.model.parameters.get("WatchCollections", COLLECTION),
                 "EVENT_BUS_NAME": resources.bus_name,
                 "EVENT_SOURCE": resources.event_source,
                 "CHECKPOINT_TABLE": resources.tables["relayId"],
                 "RELAY_ID": self.config.relay_id,
+                # Pre-images on, so update notifications can show old -> new.
                 "FULL_DOCUMENT": "updateLookup",
                 "FULL_DOCUMENT_BEFORE_CHANGE": "whenAvailable",
                 "DLQ_QUEUE_URL": resources.relay_dlq_url,
@@ -846,7 +914,10 @@ class LocalPipeline:
         def streaming() -> bool:
             if not relay.running:
                 return True
-            return _health_state(self.health_file) == "streaming"
+            # The relay logs this fixed message once its change stream is open; the health file
+            # says the same, but only on its next tick.
+            opened = RELAY_STREAM_OPEN_MESSAGE in relay.output_tail(200)
+            return opened or _health_state(self.health_file) == "streaming"
 
         try:
             wait_until(streaming, deadline_s=RELAY_READY_DEADLINE_S, what="relay streaming")

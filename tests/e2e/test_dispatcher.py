@@ -107,7 +107,7 @@ def test_handler_gets_the_event_a_lambda_context_and_its_own_environment(sqs, mo
     assert invocation.latency_s is not None
 
 
-def test_an_event_that_keeps_failing_is_retried_then_parked_in_the_dead_letter_queue(sqs):
+def test_an_event_that_keeps_failing_is_retried_then_parked_in_the_on_failure_queue(sqs):
     # GIVEN a handler that always fails
     calls = []
 
@@ -126,7 +126,8 @@ def test_an_event_that_keeps_failing_is_retried_then_parked_in_the_dead_letter_q
 
     wait_until(drained, deadline_s=20, what="event retried to exhaustion")
 
-    # THEN it was tried three times and waits in the DLQ with the last error, not lost
+    # THEN it was tried three times and waits in the on-failure queue with the last error
+    # (Lambda's invocation record: the event in requestPayload), not lost
     assert calls == ["826B0002"] * 3
     [letter] = dispatcher.dead_letters("EchoFunction")
     assert letter.event_id == "826B0002"
@@ -134,6 +135,29 @@ def test_an_event_that_keeps_failing_is_retried_then_parked_in_the_dead_letter_q
     assert "audit store unavailable" in letter.error_message
     assert letter.attempts == 3
     assert [i.dead_lettered for i in dispatcher.invocations] == [False, False, True]
+    record = json.loads(sqs.receive_message(QueueUrl=function.dlq_url)["Messages"][0]["Body"])
+    assert record["requestContext"]["condition"] == "RetriesExhausted"
+    assert record["responseContext"]["functionError"] == "Unhandled"
+
+
+def test_a_function_may_allow_fewer_attempts_than_the_dispatcher_default(sqs):
+    # GIVEN a function whose template allows no retry (MaximumRetryAttempts 0)
+    calls = []
+
+    def handler(event, context):
+        calls.append(1)
+        raise ValueError("bad")
+
+    function = _function(sqs, handler, max_attempts=1)
+    sqs.send_message(QueueUrl=function.queue_url, MessageBody=json.dumps(_event()))
+    dispatcher = Dispatcher(sqs, [function], max_attempts=3, retry_delays_s=(0, 0))
+
+    # WHEN it is handled once
+    dispatcher.poll_once("EchoFunction")
+
+    # THEN it went straight to the on-failure queue
+    assert calls == [1]
+    assert [letter.attempts for letter in dispatcher.dead_letters("EchoFunction")] == [1]
 
 
 def test_a_transient_failure_is_retried_and_does_not_reach_the_dead_letter_queue(sqs):
@@ -169,7 +193,8 @@ def test_redelivered_events_are_counted_as_duplicates_and_redrive_returns_parked
     function = _function(sqs, lambda event, context: calls.append(event["detail"]["eventId"]))
     for _ in range(2):
         sqs.send_message(QueueUrl=function.queue_url, MessageBody=json.dumps(_event("826B0003")))
-    sqs.send_message(QueueUrl=function.dlq_url, MessageBody=json.dumps(_event("826B0004")))
+    parked = {"requestContext": {"approximateInvokeCount": 3}, "requestPayload": _event("826B0004")}
+    sqs.send_message(QueueUrl=function.dlq_url, MessageBody=json.dumps(parked))
     dispatcher = Dispatcher(sqs, [function])
 
     # WHEN both are handled and the DLQ is redriven
