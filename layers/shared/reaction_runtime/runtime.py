@@ -78,7 +78,7 @@ class ReactionRuntime:
         )
         try:
             self._config.register_lambda_context(context)
-            return self._run_once()(event=dict(event), change=change, action=action)
+            outcome = self._run_once()(event=dict(event), change=change, action=action)
         except ContractError as error:
             self._invalid(error)
             raise
@@ -92,6 +92,9 @@ class ReactionRuntime:
             raise
         finally:
             self.logger.remove_keys(list(_EVENT_KEYS))
+        # Every event handled without error, duplicates included (they also count separately).
+        self.count("EventsProcessed")
+        return outcome
 
     def _run_once(self) -> Callable[..., Outcome]:
         # Built on first use, not at import: the persistence layer makes its DynamoDB client
