@@ -1,0 +1,79 @@
+"""Builders shared by the relay's unit tests: changes as pymongo returns them, and fakes."""
+
+import datetime as dt
+import threading
+from collections.abc import Callable
+from typing import Any
+
+import bson
+from botocore.exceptions import ClientError
+from bson import ObjectId, Timestamp
+from bson.raw_bson import RawBSONDocument
+
+from change_contract.ejson import CODEC_OPTIONS
+
+
+def raw_change(seq: int, *, operation: str = "insert", **fields: Any) -> RawBSONDocument:
+    """A change event as the relay reads it: RawBSONDocument, mongod's key order."""
+    document: dict[str, Any] = {
+        "_id": {"_data": f"8200000001{seq:08X}"},
+        "operationType": operation,
+        "clusterTime": Timestamp(1_796_300_000 + seq // 10, seq % 10 + 1),
+        "wallTime": dt.datetime(2026, 12, 3, tzinfo=dt.UTC),
+    }
+    if operation != "invalidate":
+        document["ns"] = {"db": "clase", "coll": "productos"}
+    if operation in {"insert", "update", "replace", "delete"}:
+        oid = ObjectId()
+        document["documentKey"] = {"_id": oid}
+        if operation != "delete":
+            document["fullDocument"] = {"_id": oid, "nombreProducto": f"p{seq}", "cantidad": seq}
+    document.update(fields)
+    return RawBSONDocument(bson.encode(document), CODEC_OPTIONS)
+
+
+def client_error(code: str, status: int = 400, operation: str = "PutEvents") -> ClientError:
+    response: Any = {
+        "Error": {"Code": code, "Message": f"{code} happened"},
+        "ResponseMetadata": {"HTTPStatusCode": status},
+    }
+    return ClientError(response, operation)
+
+
+Responder = Callable[[list[dict[str, Any]]], dict[str, Any]]
+
+
+def accept_all(entries: list[dict[str, Any]]) -> dict[str, Any]:
+    return {"FailedEntryCount": 0, "Entries": [{"EventId": "id"} for _ in entries]}
+
+
+class FakeEvents:
+    """A PutEvents client: records every call; `script` decides each answer (default: accept)."""
+
+    def __init__(self, script: list[Responder | Exception] | None = None) -> None:
+        self.calls: list[list[dict[str, Any]]] = []
+        self.script = list(script or [])
+        self.lock = threading.Lock()
+
+    def put_events(self, Entries: list[dict[str, Any]]) -> dict[str, Any]:
+        with self.lock:
+            self.calls.append(list(Entries))
+            step = self.script.pop(0) if self.script else accept_all
+        if isinstance(step, Exception):
+            raise step
+        return step(Entries)
+
+    def accepted_details(self) -> list[str]:
+        return [entry["Detail"] for call in self.calls for entry in call]
+
+
+class RecordingDeadLetters:
+    def __init__(self) -> None:
+        self.letters: list[Any] = []
+
+    def describe(self) -> str:
+        return "memory"
+
+    def send(self, letter: Any, *, should_stop: Callable[[], bool]) -> bool:
+        self.letters.append(letter)
+        return True

@@ -1,0 +1,257 @@
+"""The forwarding pipeline: batching, partial failures, dead letters, halting, the watermark."""
+
+import threading
+from typing import Any
+
+import pytest
+from botocore.exceptions import ReadTimeoutError
+
+from relay.checkpoint import Position
+from relay.encoder import ChangeEncoder
+from relay.forwarder import Forwarder, ForwarderOptions, Item, full_jitter_delay
+from relay.telemetry import Stats
+from tests.unit.relay.helpers import (
+    FakeEvents,
+    RecordingDeadLetters,
+    accept_all,
+    client_error,
+    raw_change,
+)
+
+FAST = ForwarderOptions(retry_base_s=0.001, retry_max_s=0.005, max_in_flight=4)
+
+
+def encode_all(count: int, stats: Stats, **encoder_options: Any) -> list[Item]:
+    encoder = ChangeEncoder(
+        bus_name="bus", source="src", max_entry_bytes=1_048_576, stats=stats, **encoder_options
+    )
+    return [encoder.encode(raw_change(seq)) for seq in range(count)]
+
+
+def forward(items: list[Item], events: FakeEvents, options: ForwarderOptions = FAST, dead=None):
+    stats = Stats()
+    forwarder = Forwarder(events, dead or RecordingDeadLetters(), stats, options)
+    for item in items:
+        forwarder.add(item)
+    drained = forwarder.drain(10)
+    forwarder.close()
+    return forwarder, stats, drained
+
+
+def test_entries_go_in_batches_of_ten_and_the_watermark_reaches_the_last():
+    items = encode_all(25, Stats())
+    events = FakeEvents()
+
+    forwarder, stats, drained = forward(items, events)
+
+    assert drained
+    assert sorted(len(call) for call in events.calls) == [5, 10, 10]
+    assert forwarder.watermark is not None
+    assert forwarder.watermark.token == items[-1].token
+    assert stats.total("EventsForwarded") == 25
+    assert stats.total("PutEventsRequests") == 3
+
+
+def test_a_batch_never_exceeds_the_request_byte_limit():
+    items = encode_all(10, Stats())
+    limit = items[0].size * 3 + 1  # room for three entries
+
+    events = FakeEvents()
+    forward(items, events, ForwarderOptions(max_request_bytes=limit, retry_base_s=0.001))
+
+    assert [len(call) for call in sorted(events.calls, key=len, reverse=True)][:1] == [3]
+    assert sum(len(call) for call in events.calls) == 10
+    assert all(sum(item.size for item in items[: len(call)]) <= limit for call in events.calls)
+
+
+def test_only_failed_entries_are_retried_until_they_pass():
+    # GIVEN EventBridge throttles entries 2 and 5, then fails entry 2 once more internally
+    items = encode_all(8, Stats())
+
+    def partial(failing: set[int], code: str):
+        def respond(entries):
+            return {
+                "FailedEntryCount": len(failing),
+                "Entries": [
+                    {"ErrorCode": code, "ErrorMessage": "no"}
+                    if index in failing
+                    else {"EventId": "x"}
+                    for index in range(len(entries))
+                ],
+            }
+
+        return respond
+
+    events = FakeEvents([partial({2, 5}, "ThrottlingException"), partial({0}, "InternalFailure")])
+
+    # WHEN the batch is forwarded
+    forwarder, stats, drained = forward(items, events)
+
+    # THEN the retries carried only the failed entries, and everything was accepted once
+    assert drained
+    assert [len(call) for call in events.calls] == [8, 2, 1]
+    assert events.calls[1] == [items[2].entry, items[5].entry]
+    assert events.calls[2] == [items[2].entry]
+    assert stats.total("Retries") == 3
+    assert stats.total("PutEventsFailedEntries") == 3
+    assert stats.total("EventsForwarded") == 8
+    assert forwarder.watermark.token == items[-1].token
+
+
+@pytest.mark.parametrize(
+    "failure",
+    [
+        client_error("ThrottlingException"),
+        client_error("InternalException", status=500),
+        client_error("ServiceUnavailable", status=503),
+        ReadTimeoutError(endpoint_url="http://127.0.0.1:1"),
+    ],
+    ids=["throttled", "500", "503", "timeout"],
+)
+def test_whole_request_failures_are_retried(failure):
+    items = encode_all(3, Stats())
+    events = FakeEvents([failure, failure])
+
+    _forwarder, stats, drained = forward(items, events)
+
+    assert drained
+    assert len(events.calls) == 3
+    assert stats.total("Retries") == 6
+    assert stats.total("EventsForwarded") == 3
+
+
+def test_entries_rejected_for_good_are_dead_lettered_and_the_stream_goes_on():
+    items = encode_all(4, Stats())
+
+    def reject_second(entries):
+        results = [{"EventId": "x"} for _ in entries]
+        results[1] = {"ErrorCode": "MalformedDetail", "ErrorMessage": "bad json"}
+        return {"FailedEntryCount": 1, "Entries": results}
+
+    dead = RecordingDeadLetters()
+    forwarder, stats, drained = forward(items, FakeEvents([reject_second]), dead=dead)
+
+    assert drained
+    assert [letter.event_id for letter in dead.letters] == [items[1].event_id]
+    assert dead.letters[0].error_code == "MalformedDetail"
+    assert dead.letters[0].change is items[1].change
+    assert stats.total("PermanentFailures") == 1
+    assert stats.total("EventsForwarded") == 3
+    assert forwarder.watermark.token == items[-1].token
+
+
+def test_a_request_refused_for_good_dead_letters_its_entries():
+    items = encode_all(2, Stats())
+    dead = RecordingDeadLetters()
+
+    forward(items, FakeEvents([client_error("AccessDeniedException")]), dead=dead)
+
+    assert [letter.error_code for letter in dead.letters] == ["AccessDeniedException"] * 2
+
+
+def test_halt_policy_stops_and_keeps_the_watermark_before_the_rejected_change():
+    items = encode_all(25, Stats())
+
+    def reject_in_second_batch(entries):
+        results = [{"EventId": "x"} for _ in entries]
+        if entries[0] == items[10].entry:
+            results[3] = {"ErrorCode": "InvalidArgument", "ErrorMessage": "no"}
+        return {"FailedEntryCount": 0 if entries[0] != items[10].entry else 1, "Entries": results}
+
+    events = FakeEvents([reject_in_second_batch] * 3)
+    options = ForwarderOptions(halt_on_permanent_failure=True, max_in_flight=1)
+
+    forwarder, _stats, drained = forward(items, events, options)
+
+    assert not drained
+    assert forwarder.halt_error is not None
+    assert items[13].event_id in str(forwarder.halt_error)
+    assert forwarder.watermark.token == items[9].token
+
+
+def test_the_watermark_waits_for_an_earlier_batch_still_in_flight():
+    # GIVEN the first batch's call is held while the second completes
+    items = encode_all(20, Stats())
+    release_first = threading.Event()
+    first_started = threading.Event()
+
+    def slow_first(entries):
+        first_started.set()
+        release_first.wait(5)
+        return accept_all(entries)
+
+    events = FakeEvents([slow_first])
+    forwarder = Forwarder(events, RecordingDeadLetters(), Stats(), FAST)
+    for item in items:
+        forwarder.add(item)
+    first_started.wait(5)
+
+    # WHEN the second batch is done but the first is not
+    deadline = threading.Event()
+    while len(events.calls) < 2 and not deadline.wait(0.01):
+        pass
+    deadline.wait(0.1)
+
+    # THEN the watermark has not moved; once the first is done it jumps to the end
+    assert forwarder.watermark is None
+    assert forwarder.in_flight == 1
+    release_first.set()
+    assert forwarder.drain(5)
+    mark = forwarder.watermark
+    assert mark is not None
+    assert mark.token == items[-1].token
+    forwarder.close()
+
+
+def test_a_quiet_position_waits_for_what_was_queued_before_it():
+    items = encode_all(3, Stats())
+    release = threading.Event()
+
+    def held(entries):
+        release.wait(5)
+        return accept_all(entries)
+
+    forwarder = Forwarder(FakeEvents([held]), RecordingDeadLetters(), Stats(), FAST)
+    for item in items:
+        forwarder.add(item)
+    quiet = Position({"_data": "quiet"}, None)
+
+    forwarder.add_position(quiet)
+
+    assert forwarder.watermark is None
+    release.set()
+    assert forwarder.drain(5)
+    assert forwarder.watermark is quiet
+    forwarder.close()
+
+
+def test_a_quiet_position_with_nothing_pending_is_the_watermark_at_once():
+    forwarder = Forwarder(FakeEvents(), RecordingDeadLetters(), Stats(), FAST)
+    quiet = Position({"_data": "quiet"}, None)
+
+    forwarder.add_position(quiet)
+
+    assert forwarder.watermark is quiet
+    forwarder.close()
+
+
+def test_abort_leaves_a_failing_batch_undone():
+    items = encode_all(2, Stats())
+    events = FakeEvents([client_error("ThrottlingException")] * 1000)
+    options = ForwarderOptions(retry_base_s=0.01, retry_max_s=0.02)
+    forwarder = Forwarder(events, RecordingDeadLetters(), Stats(), options)
+    for item in items:
+        forwarder.add(item)
+
+    assert not forwarder.drain(0.2)
+    forwarder.close()
+
+    assert forwarder.watermark is None
+
+
+def test_full_jitter_stays_within_the_exponential_cap():
+    delays = [full_jitter_delay(attempt, 0.1, 2.0) for attempt in range(1, 12) for _ in range(50)]
+
+    assert all(0 <= delay <= 2.0 for delay in delays)
+    assert max(full_jitter_delay(1, 0.1, 2.0) for _ in range(200)) <= 0.2
+    assert len({round(delay, 6) for delay in delays}) > 100  # jittered, not fixed steps
