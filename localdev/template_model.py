@@ -667,17 +667,21 @@ def registry_schema(detail_schema: Mapping[str, Any], event_source: str) -> dict
     return schema
 
 
-def _compact_json(value: Any, indent: int = 0, width: int = 92) -> str:
-    """JSON with small objects kept on one line, so the template stays readable."""
+def _compact_json(value: Any, indent: int = 0, width: int = 92, used: int = 0) -> str:
+    """JSON with small objects kept on one line, so the template stays readable.
+
+    `used` is how much of the first line a key already takes.
+    """
     one_line = json.dumps(value, ensure_ascii=False)
-    if len(one_line) + indent <= width or not isinstance(value, dict | list) or not value:
+    fits = indent + used + len(one_line) <= width
+    if fits or not isinstance(value, dict | list) or not value:
         return one_line
     pad = " " * (indent + 2)
     if isinstance(value, dict):
         items = []
         for key, item in value.items():
             prefix = f"{json.dumps(key)}: "
-            items.append(f"{pad}{prefix}{_compact_json(item, indent + 2 + len(prefix), width)}")
+            items.append(f"{pad}{prefix}{_compact_json(item, indent + 2, width, len(prefix))}")
         return "{\n" + ",\n".join(items) + "\n" + " " * indent + "}"
     lines = [f"{pad}{_compact_json(item, indent + 2, width)}" for item in value]
     return "[\n" + ",\n".join(lines) + "\n" + " " * indent + "]"
