@@ -6,7 +6,7 @@ Logic only; `app.py` is the Lambda entry point. Nothing here reads the environme
 
 from stock_alert.messages import Alert, alert_message
 from stock_alert.quantity import Level, Reading, classify, read_number
-from stock_alert.service import StockAlertService, product_id_text
+from stock_alert.service import StockAlertService
 from stock_alert.settings import StockAlertSettings
 from stock_alert.state import AlertStateStore, Decision
 
@@ -20,6 +20,5 @@ __all__ = [
     "StockAlertSettings",
     "alert_message",
     "classify",
-    "product_id_text",
     "read_number",
 ]

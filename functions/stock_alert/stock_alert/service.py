@@ -4,32 +4,20 @@ Takes a typed `ChangeEvent`; knows nothing of Lambda, the raw event or the envir
 """
 
 import datetime as dt
-import json
 from collections.abc import Callable, Mapping
 from decimal import Decimal
 from typing import Any
 
 from aws_lambda_powertools import Logger
-from bson import ObjectId
-from reaction_runtime import Outcome, SnsPublisher, cluster_time_number
+from reaction_runtime import Outcome, SnsPublisher, cluster_time_number, document_id_text
 
 from change_contract import ChangeEvent
-from change_contract.ejson import to_plain
 from stock_alert.messages import Alert, alert_message
 from stock_alert.quantity import Level, classify, field_value, read_number
 from stock_alert.settings import StockAlertSettings
 from stock_alert.state import AlertStateStore
 
 _DOCUMENT_CHANGES = frozenset({"insert", "update", "replace"})
-
-
-def product_id_text(document_id: Any) -> str:
-    """A product's `_id` as text: the hex of an ObjectId, else its Extended JSON."""
-    if isinstance(document_id, ObjectId):
-        return str(document_id)
-    if isinstance(document_id, str):
-        return document_id
-    return json.dumps(to_plain(document_id), sort_keys=True, separators=(",", ":"))
 
 
 class StockAlertService:
@@ -72,7 +60,7 @@ class StockAlertService:
             return {"outcome": "skipped", "reason": "replay", "level": current.value}
 
         # Whether this change opens (or escalates) an alert.
-        product_id = product_id_text(detail.document_id)
+        product_id = document_id_text(detail.document_id)
         product_key = f"{detail.ns.db if detail.ns else ''}.{detail.collection}/{product_id}"
         if self._settings.mode == "every":
             alert = current is not Level.OK

@@ -5,6 +5,7 @@ It must never hold a function's business rules: those live in each function's ow
 """
 
 from reaction_runtime.clients import RETRY_CONFIG, Clients
+from reaction_runtime.documents import document_id_text
 from reaction_runtime.env import (
     ConfigError,
     env_bool,
@@ -49,6 +50,7 @@ __all__ = [
     "SnsPublisher",
     "cluster_time_number",
     "cluster_time_text",
+    "document_id_text",
     "env_bool",
     "env_csv",
     "env_enum",

@@ -17,8 +17,11 @@ from typing import Any
 import aws_xray_sdk.core  # noqa: F401
 import boto3
 import pytest
+from hypothesis import strategies as st
 from moto import mock_aws
 from moto.dynamodb.models import DynamoDBBackend
+
+from change_contract import OPERATION_TYPES
 
 # Imported above on purpose, before the unit tier blocks sockets: the X-Ray SDK's global recorder
 # opens a UDP socket (it sends nothing until a segment is emitted) the first time Powertools'
@@ -136,3 +139,41 @@ def aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
             BillingMode="PAY_PER_REQUEST",
         )
         yield
+
+
+# --- malformed `detail` documents for property tests -----------------------------------------
+
+_VALID_DETAIL = read_event("insert-low-stock")["detail"]
+_json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=8),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner, max_size=3)
+    ),
+    max_leaves=6,
+)
+_REQUIRED = ["schemaVersion", "eventId", "operationType", "clusterTime", "ns", "documentKey"]
+
+
+@st.composite
+def malformed_details(draw: st.DrawFn) -> Any:
+    """A detail that is not a valid change event: garbage, or a valid one with a key broken."""
+    if draw(st.booleans()):
+        return draw(
+            _json_values.filter(lambda value: not isinstance(value, dict))
+            | st.dictionaries(st.text(max_size=6), _json_values, max_size=4)
+        )
+    detail = json.loads(json.dumps(_VALID_DETAIL))
+    key = draw(st.sampled_from(_REQUIRED))
+    if draw(st.booleans()):
+        del detail[key]
+    else:
+        broken = {
+            "schemaVersion": st.sampled_from([0, 2, "1", None]),
+            "eventId": st.sampled_from(["", None, 7]),
+            "operationType": st.text(max_size=8).filter(lambda text: text not in OPERATION_TYPES),
+            "clusterTime": st.sampled_from([{"t": -1, "i": 0}, {"t": "x"}, 5, None]),
+            "ns": st.sampled_from([None, {"coll": "productos"}, "clase.productos"]),
+            "documentKey": st.sampled_from([None, "id", 3]),
+        }[key]
+        detail[key] = draw(broken)
+    return detail

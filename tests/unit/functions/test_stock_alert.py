@@ -11,7 +11,6 @@ from aws_lambda_powertools.utilities.idempotency.exceptions import (
 )
 from bson import Decimal128, Int64
 from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
 from moto.sns.models import sns_backends
 from reaction_runtime import ConfigError, DownstreamError
 
@@ -26,7 +25,12 @@ from localdev.samples import (
     product,
     update_description,
 )
-from tests.unit.functions.conftest import EVENTS_DIR, emitted_metrics, read_event
+from tests.unit.functions.conftest import (
+    EVENTS_DIR,
+    emitted_metrics,
+    malformed_details,
+    read_event,
+)
 
 TOPIC = "stock-alerts"
 TOPIC_ARN = f"arn:aws:sns:{REGION}:{ACCOUNT}:{TOPIC}"
@@ -517,53 +521,6 @@ def test_alert_metric_is_emitted(app, lambda_context, capsys):
 
 
 # --- malformed input -----------------------------------------------------------------------------
-
-_VALID_DETAIL = read_event("insert-low-stock")["detail"]
-_json_values = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=8),
-    lambda inner: (
-        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner, max_size=3)
-    ),
-    max_leaves=6,
-)
-_REQUIRED = ["schemaVersion", "eventId", "operationType", "clusterTime", "ns", "documentKey"]
-
-
-@st.composite
-def malformed_details(draw: st.DrawFn) -> Any:
-    """A detail that is not a valid change event: garbage, or a valid one with a key broken."""
-    if draw(st.booleans()):
-        return draw(
-            _json_values.filter(lambda value: not isinstance(value, dict))
-            | st.dictionaries(st.text(max_size=6), _json_values, max_size=4)
-        )
-    detail = json.loads(json.dumps(_VALID_DETAIL))
-    key = draw(st.sampled_from(_REQUIRED))
-    if draw(st.booleans()):
-        del detail[key]
-    else:
-        broken = {
-            "schemaVersion": st.sampled_from([0, 2, "1", None]),
-            "eventId": st.sampled_from(["", None, 7]),
-            "operationType": st.text(max_size=8).filter(lambda text: text not in _OPERATIONS),
-            "clusterTime": st.sampled_from([{"t": -1, "i": 0}, {"t": "x"}, 5, None]),
-            "ns": st.sampled_from([None, {"coll": "productos"}, "clase.productos"]),
-            "documentKey": st.sampled_from([None, "id", 3]),
-        }[key]
-        detail[key] = draw(broken)
-    return detail
-
-
-_OPERATIONS = {
-    "insert",
-    "update",
-    "replace",
-    "delete",
-    "drop",
-    "rename",
-    "dropDatabase",
-    "invalidate",
-}
 
 
 @settings(
