@@ -16,7 +16,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from bson import Timestamp
 from pymongo import ASCENDING, MongoClient
 from pymongo.collection import Collection
-from pymongo.errors import DuplicateKeyError, PyMongoError
+from pymongo.errors import DuplicateKeyError, OperationFailure, PyMongoError
 from reaction_runtime.clients import RETRY_CONFIG
 from reaction_runtime.errors import DownstreamError
 
@@ -33,6 +33,11 @@ DYNAMODB_CONTENT_BUDGET: Final = 350_000
 # Content fields given up first when a DynamoDB item would be too large.
 _SHED_ORDER: Final = ("fullDocumentBeforeChange", "fullDocument", "changes")
 _SECRET_MAX_AGE_S: Final = 300
+# MongoDB's code for refused credentials (AuthenticationFailed), as after a secret rotation.
+AUTHENTICATION_FAILED: Final = 18
+# Under the functions' 30 s timeout, so an unreachable server is an error with a reason rather
+# than a timed-out invocation (pymongo waits 30 s by default).
+SERVER_SELECTION_TIMEOUT_MS: Final = 10_000
 
 
 class AuditStoreError(DownstreamError):
@@ -71,14 +76,27 @@ class AuditStore(Protocol):
 
 
 class MongoAuditStore:
-    """Audit records in a MongoDB collection, BSON values as they are."""
+    """Audit records in a MongoDB collection, BSON values as they are.
 
-    def __init__(self, collection: Collection[dict[str, Any]]) -> None:
+    With `reconnect`, a write refused for bad credentials (a rotated secret) makes the next
+    write connect again through it, reading the URI afresh, instead of failing until the
+    container is replaced.
+    """
+
+    def __init__(
+        self,
+        collection: Collection[dict[str, Any]],
+        *,
+        reconnect: Callable[[], Collection[dict[str, Any]]] | None = None,
+    ) -> None:
         self._collection = collection
         self.own_namespace = (collection.database.name, collection.name)
+        self._reconnect = reconnect
         self._indexed = False
+        self._stale = False
 
     def record(self, record: AuditRecord) -> bool:
+        self._replace_client_if_stale()
         self._ensure_indexes()
         try:
             self._collection.insert_one(record.as_document())
@@ -88,11 +106,27 @@ class MongoAuditStore:
             logger.error("audit insert failed", event_id=record.event_id, error=str(error))
             raise AuditStoreError("audit insert hit an unexpected unique index") from error
         except PyMongoError as error:
+            self._note_failure(error)
             logger.error(
                 "audit insert failed", event_id=record.event_id, error_type=type(error).__name__
             )
             raise AuditStoreError(f"MongoDB audit insert failed: {error}") from error
         return True
+
+    def _note_failure(self, error: PyMongoError) -> None:
+        refused = isinstance(error, OperationFailure) and error.code == AUTHENTICATION_FAILED
+        if refused and self._reconnect is not None:
+            self._stale = True
+
+    def _replace_client_if_stale(self) -> None:
+        if not self._stale or self._reconnect is None:
+            return
+        old = self._collection
+        self._collection = self._reconnect()
+        self._stale = False
+        self._indexed = False
+        old.database.client.close()
+        logger.info("mongodb client replaced", reason="credentials refused")
 
     def history(
         self, document_id: Any, *, namespace: tuple[str, str] | None = None
@@ -134,6 +168,7 @@ class MongoAuditStore:
                 [("documentKey._id", ASCENDING), ("clusterTime", ASCENDING)], name=HISTORY_INDEX
             )
         except PyMongoError as error:
+            self._note_failure(error)
             logger.error("audit index creation failed", error_type=type(error).__name__)
             raise AuditStoreError(f"cannot create the audit indexes: {error}") from error
         self._indexed = True
@@ -300,11 +335,13 @@ def mongo_client(uri: str) -> MongoClient[dict[str, Any]]:
         uuidRepresentation="standard",
         appname="audit_writer",
         retryWrites=True,
+        serverSelectionTimeoutMS=SERVER_SELECTION_TIMEOUT_MS,
     )
 
 
-def mongodb_uri(settings: AuditSettings) -> str:
-    """The URI from `MONGODB_URI`, else from the Secrets Manager secret (cached by Parameters)."""
+def mongodb_uri(settings: AuditSettings, *, refresh: bool = False) -> str:
+    """The URI from `MONGODB_URI`, else from the Secrets Manager secret (cached by Parameters
+    for a few minutes; `refresh` reads it again)."""
     if settings.mongodb_uri:
         return settings.mongodb_uri
     if not settings.mongodb_uri_secret_arn:
@@ -312,7 +349,9 @@ def mongodb_uri(settings: AuditSettings) -> str:
     from aws_lambda_powertools.utilities import parameters
 
     try:
-        uri = parameters.get_secret(settings.mongodb_uri_secret_arn, max_age=_SECRET_MAX_AGE_S)
+        uri = parameters.get_secret(
+            settings.mongodb_uri_secret_arn, max_age=_SECRET_MAX_AGE_S, force_fetch=refresh
+        )
     except parameters.exceptions.GetParameterError as error:
         logger.error("mongodb uri secret unreadable", error_type=type(error).__name__)
         raise AuditStoreError(f"cannot read the MongoDB URI secret: {error}") from error
@@ -334,5 +373,19 @@ def make_store(
 
             dynamodb_client = boto3.client("dynamodb", config=RETRY_CONFIG)
         return DynamoAuditStore(settings.table, dynamodb_client)
-    client = client_factory(mongodb_uri(settings))
-    return MongoAuditStore(client[settings.database][settings.collection])
+
+    def connect(refresh: bool = False) -> Collection[dict[str, Any]]:
+        uri = mongodb_uri(settings, refresh=refresh)
+        try:
+            client = client_factory(uri)
+        except (PyMongoError, ValueError) as error:  # pymongo raises both for a malformed URI
+            # Never the URI itself in a message: it holds the password.
+            source = "MONGODB_URI" if settings.mongodb_uri else "the MONGODB_URI_SECRET_ARN secret"
+            logger.error("mongodb uri unusable", source=source, error_type=type(error).__name__)
+            raise AuditStoreError(
+                f"the MongoDB URI in {source} is not usable ({type(error).__name__}); "
+                "expected mongodb://... or mongodb+srv://..."
+            ) from error
+        return client[settings.database][settings.collection]
+
+    return MongoAuditStore(connect(), reconnect=lambda: connect(refresh=True))

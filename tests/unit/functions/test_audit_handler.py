@@ -5,7 +5,6 @@ import io
 import json
 import threading
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from types import ModuleType
 from typing import Any
 
@@ -23,16 +22,18 @@ from pymongo.errors import AutoReconnect
 from audit_writer import history
 from audit_writer.stores import DownstreamError, MongoAuditStore
 from change_contract import OPERATION_TYPES, ContractError
+from localdev.samples import MALFORMED as SAMPLE_MALFORMED
+from localdev.samples import SAMPLES
 from tests.unit.functions.conftest import emitted_metrics, read_event
 from tests.unit.functions.test_audit_stores import create_audit_table
 
-EVENTS = Path(__file__).resolve().parents[3] / "events"
-ALL_SAMPLES = sorted(path.stem for path in EVENTS.glob("*.json"))
+# Every file of events/ that is an event (events/env.json holds `sam local` settings).
+ALL_SAMPLES = sorted(SAMPLES)
 AUDIT_TABLE = "audit-trail"
 LECHE = ObjectId("6750a1f0c2b4a1e0f0a1b001")
 PAN = ObjectId("6750a1f0c2b4a1e0f0a1b002")
 NOT_AUDITED = {"drop", "invalidate"}
-MALFORMED = {"malformed-not-a-change"}
+MALFORMED = set(SAMPLE_MALFORMED)
 # sample -> actor expected in its record
 ACTORS = {
     "insert": "ana@example.com",
@@ -51,7 +52,7 @@ ACTORS = {
 }
 BACKFILL_SAMPLE = "backfill-low-stock"
 # The backfill sample is generated with the relay's backfill command: expected whenever it exists.
-if (EVENTS / f"{BACKFILL_SAMPLE}.json").exists():
+if BACKFILL_SAMPLE in SAMPLES:
     ACTORS[BACKFILL_SAMPLE] = "backfill"
 
 

@@ -13,6 +13,7 @@ from audit_writer import paths
 from audit_writer.record import ActorSource, build_record, changed_fields, find_actor
 from audit_writer.settings import AuditSettings, DocumentPolicy, RecordSettings, StoreKind
 from change_contract import ChangeDetail, ContractError, decode_event
+from localdev.samples import SAMPLES
 
 EVENTS = Path(__file__).resolve().parents[3] / "events"
 RECORDED_AT = dt.datetime(2026, 12, 3, 13, 0, tzinfo=dt.UTC)
@@ -49,7 +50,7 @@ EXPECTED_ACTORS = {
 
 BACKFILL_SAMPLE = "backfill-low-stock"
 # The backfill sample is generated with the relay's backfill command: expected whenever it exists.
-if (EVENTS / f"{BACKFILL_SAMPLE}.json").exists():
+if BACKFILL_SAMPLE in SAMPLES:
     EXPECTED_ACTORS[BACKFILL_SAMPLE] = ("backfill", ActorSource.BACKFILL, [])
 
 
@@ -66,7 +67,7 @@ def detail_of(name: str, **changes: Any) -> ChangeDetail:
 
 def test_every_document_sample_is_listed() -> None:
     # GIVEN every valid sample that concerns one document
-    names = {path.stem for path in EVENTS.glob("*.json")}
+    names = set(SAMPLES)
     document_samples = set()
     for name in names:
         try:

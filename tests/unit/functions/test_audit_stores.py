@@ -12,7 +12,7 @@ import mongomock
 import pytest
 from bson import ObjectId, Timestamp
 from moto import mock_aws
-from pymongo.errors import ServerSelectionTimeoutError
+from pymongo.errors import OperationFailure, ServerSelectionTimeoutError
 from reaction_runtime import DownstreamError
 
 from audit_writer.record import AuditRecord, build_record
@@ -316,3 +316,66 @@ def test_make_store_builds_the_dynamodb_store(dynamodb: Any) -> None:
     store = make_store(settings, dynamodb_client=dynamodb)
     assert store.own_namespace is None
     assert store.record(record_of("insert")) is True
+
+
+def test_an_unusable_uri_is_a_store_error_that_does_not_echo_it() -> None:
+    # The template's placeholder secret value, never replaced: pymongo refuses it without I/O.
+    placeholder = "replace-me: put the MongoDB URI here (password s3cr3t)"
+    settings = AuditSettings.from_env({"MONGODB_URI": placeholder})
+    with pytest.raises(AuditStoreError, match="MONGODB_URI is not usable") as caught:
+        make_store(settings)
+    assert "s3cr3t" not in str(caught.value)
+
+
+def test_refused_credentials_make_the_next_write_read_the_secret_again() -> None:
+    with mock_aws():
+        # GIVEN a store connected with the secret's first URI
+        secrets = boto3.client("secretsmanager")
+        arn = secrets.create_secret(Name="audit/uri", SecretString="mongodb://old@db/")["ARN"]
+        seen: list[str] = []
+        clients: list[Any] = []
+
+        def factory(uri: str) -> Any:
+            seen.append(uri)
+            clients.append(mongomock.MongoClient())
+            return clients[-1]
+
+        store = make_store(
+            AuditSettings.from_env({"MONGODB_URI_SECRET_ARN": arn}), client_factory=factory
+        )
+        first = clients[0]["clase"]["audit_log"]
+
+        def refused(*args: Any, **kwargs: Any) -> None:
+            raise OperationFailure("Authentication failed.", code=18)
+
+        first.insert_one = refused
+        # WHEN the password is rotated and the server refuses the old one
+        secrets.put_secret_value(SecretId=arn, SecretString="mongodb://new@db/")
+        with pytest.raises(AuditStoreError, match="Authentication failed"):
+            store.record(record_of("insert"))
+        # THEN the retry reads the secret afresh (not from the cache) and writes
+        assert store.record(record_of("insert")) is True
+    assert seen == ["mongodb://old@db/", "mongodb://new@db/"]
+    assert clients[1]["clase"]["audit_log"].count_documents({}) == 1
+
+
+def test_other_failures_keep_the_client(mongo_store: MongoAuditStore) -> None:
+    calls: list[Any] = []
+
+    def reconnect() -> Any:
+        calls.append(1)
+        return mongo_store._collection
+
+    store = MongoAuditStore(mongo_store._collection, reconnect=reconnect)
+    collection = store._collection
+    real_insert = collection.insert_one
+
+    def once(*args: Any, **kwargs: Any) -> Any:
+        collection.insert_one = real_insert
+        raise OperationFailure("not primary", code=10107)
+
+    collection.insert_one = once
+    with pytest.raises(AuditStoreError):
+        store.record(record_of("insert"))
+    assert store.record(record_of("insert")) is True
+    assert calls == []
