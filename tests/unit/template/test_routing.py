@@ -25,7 +25,7 @@ STOCK, UPDATE, AUDIT = "StockAlertFunction", "UpdateNotifierFunction", "AuditWri
 # What each sample must reach under the default parameters (threshold 10, episode mode): written
 # out by hand from the function specifications, not derived from the patterns.
 DEFAULT_ROUTES: dict[str, set[str]] = {
-    "insert": {AUDIT},  # cantidad 25
+    "insert": {STOCK, AUDIT},  # cantidad 25; episode mode sees every insert (see the template)
     "insert-low-stock": {STOCK, AUDIT},  # cantidad 4
     "update-low-stock": {STOCK, UPDATE, AUDIT},  # 12 -> 8
     "update-low-stock-replayed": {STOCK, UPDATE, AUDIT},  # the function decides about replays
@@ -45,9 +45,9 @@ DEFAULT_ROUTES: dict[str, set[str]] = {
 
 # Differences from DEFAULT_ROUTES under other parameter values.
 VARIANTS: dict[str, tuple[dict[str, str], dict[str, set[str]]]] = {
-    "every mode: a restock is no alert": (
+    "every mode: a restock is no alert, an insert above the threshold neither": (
         {"AlertMode": "every"},
-        {"update-restock": {UPDATE, AUDIT}},
+        {"update-restock": {UPDATE, AUDIT}, "insert": {AUDIT}},
     ),
     "threshold 30 follows the parameter": (
         {"LowStockThreshold": "30"},
@@ -61,7 +61,6 @@ VARIANTS: dict[str, tuple[dict[str, str], dict[str, set[str]]]] = {
     "threshold 0: only empty shelves, and episodes that may end": (
         {"LowStockThreshold": "0"},
         {
-            "insert-low-stock": {AUDIT},
             "update-low-stock": {UPDATE, AUDIT},  # pre-image 12: no episode to end
             "update-low-stock-replayed": {UPDATE, AUDIT},
             # no pre-image: only the function's alert state can tell whether an episode ends
@@ -72,6 +71,7 @@ VARIANTS: dict[str, tuple[dict[str, str], dict[str, set[str]]]] = {
     "every mode, threshold 0": (
         {"AlertMode": "every", "LowStockThreshold": "0"},
         {
+            "insert": {AUDIT},
             "insert-low-stock": {AUDIT},
             "update-low-stock": {UPDATE, AUDIT},
             "update-low-stock-replayed": {UPDATE, AUDIT},
@@ -83,7 +83,6 @@ VARIANTS: dict[str, tuple[dict[str, str], dict[str, set[str]]]] = {
     "per-document threshold: every product change goes to the function": (
         {"ThresholdField": "umbral"},
         {
-            "insert": {STOCK, AUDIT},
             "update-price-change": {STOCK, UPDATE, AUDIT},
             "update-field-removed": {STOCK, UPDATE, AUDIT},
             "update-in-transaction": {STOCK, UPDATE, AUDIT},
@@ -237,23 +236,23 @@ EXTRA_CASES: dict[str, tuple[dict[str, Any], set[str]]] = {
         _other_collection("insert", "otra", "audit_log"),
         {AUDIT},
     ),
+    # An update to 4 units whose pre-image (12) was above the threshold: only the numeric filter
+    # on the new quantity could let it through, and it sees no JSON number.
     "quantity as Decimal128 is not a JSON number: not filtered as low": (
-        _variant(
-            "insert-low-stock",
-            fullDocument={
-                "_id": {"$oid": "6750a1f0c2b4a1e0f0a1b004"},
-                "cantidad": {"$numberDecimal": "4"},
-            },
-        ),
-        {AUDIT},
+        _variant("update-low-stock", fullDocument={"cantidad": {"$numberDecimal": "4"}}),
+        {UPDATE, AUDIT},
     ),
     "quantity as a string is not a number": (
-        _variant("insert-low-stock", fullDocument={"cantidad": "4"}),
-        {AUDIT},
+        _variant("update-low-stock", fullDocument={"cantidad": "4"}),
+        {UPDATE, AUDIT},
     ),
     "quantity true is not a number (AWS semantics; moto alone would say 1 <= 10)": (
-        _variant("insert-low-stock", fullDocument={"cantidad": True}),
-        {AUDIT},
+        _variant("update-low-stock", fullDocument={"cantidad": True}),
+        {UPDATE, AUDIT},
+    ),
+    "an insert reaches stock whatever its quantity (episode mode)": (
+        _variant("insert", fullDocument={"cantidad": {"$numberDecimal": "40"}}),
+        {STOCK, AUDIT},
     ),
     "a stream gap reaches no function (it goes to the operations topic)": (_gap(), set()),
 }
