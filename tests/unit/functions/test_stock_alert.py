@@ -25,6 +25,7 @@ from localdev.samples import (
     product,
     update_description,
 )
+from stock_alert import StockAlertSettings
 from tests.unit.functions.conftest import (
     EVENTS_DIR,
     emitted_metrics,
@@ -536,3 +537,14 @@ def test_malformed_details_give_a_clear_error_and_publish_nothing(app, lambda_co
 
     assert str(raised.value).startswith("change event")
     assert published() == []
+
+
+def test_sam_local_env_file_holds_valid_settings():
+    env = json.loads((EVENTS_DIR / "env.json").read_text(encoding="utf-8"))["StockAlertFunction"]
+
+    parsed = StockAlertSettings.from_env(env)
+
+    assert parsed.topic_arn.startswith("arn:aws:sns:")
+    assert parsed.state_table
+    assert parsed.threshold_field is None
+    assert (parsed.language, parsed.mode, parsed.alert_on_replay) == ("es", "episode", False)

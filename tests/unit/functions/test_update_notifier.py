@@ -33,7 +33,7 @@ from tests.unit.functions.conftest import (
     malformed_details,
     read_event,
 )
-from update_notifier import render_value
+from update_notifier import UpdateNotifierSettings, render_value
 
 TOPIC = "changes"
 TOPIC_ARN = f"arn:aws:sns:{REGION}:{ACCOUNT}:{TOPIC}"
@@ -426,3 +426,11 @@ def test_malformed_details_give_a_clear_error_and_publish_nothing(app, lambda_co
 
     assert str(raised.value).startswith("change event")
     assert published() == []
+
+
+def test_sam_local_env_file_holds_valid_settings():
+    env = json.loads((EVENTS_DIR / "env.json").read_text(encoding="utf-8"))
+    parsed = UpdateNotifierSettings.from_env(env["UpdateNotifierFunction"])
+
+    assert parsed.topic_arn.startswith("arn:aws:sns:")
+    assert parsed.notify_on_replace is False
