@@ -18,6 +18,8 @@ the resolved patterns.
 from __future__ import annotations
 
 import argparse
+import copy
+import functools
 import json
 import re
 from collections.abc import Callable, Mapping
@@ -81,6 +83,13 @@ for _tag in (
 
 def read_template(path: Path | str = TEMPLATE_PATH) -> dict[str, Any]:
     """The template as plain data, intrinsic functions in their long (JSON) form."""
+    # Parsing 2,000 lines of YAML is the slow part: parse each version of the file once.
+    stat = Path(path).stat()
+    return copy.deepcopy(_parse_template(str(path), stat.st_mtime_ns, stat.st_size))
+
+
+@functools.lru_cache(maxsize=4)
+def _parse_template(path: str, mtime_ns: int, size: int) -> dict[str, Any]:
     with open(path, encoding="utf-8") as handle:
         document = yaml.load(handle, Loader=_CfnLoader)  # a SafeLoader subclass
     if not isinstance(document, dict) or "Resources" not in document:
