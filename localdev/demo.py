@@ -79,7 +79,8 @@ def describe(reaction: Reaction) -> list[str]:
         return lines
     if reaction.kind == "notification":
         lines = [f"  {stamp} CHANGE       {reaction.subject or ''}".rstrip()]
-        return lines + _indent(reaction.text, f"{pad}  ", EMAIL_LINES)
+        # The email text is the one written for people; `default` may be JSON for machines.
+        return lines + _indent(reaction.email or reaction.text, f"{pad}  ", EMAIL_LINES)
     record = reaction.record
     what = str(record.get("operationType", "?"))
     fields = record.get("changedFields") or []

@@ -244,7 +244,7 @@ class SnsPublishTap:
 
     def __init__(self) -> None:
         self._published: dict[str, Mapping[str, Any]] = {}
-        self._lock = threading.Lock()
+        self._recorded = threading.Condition()
 
     def install(self) -> None:
         if boto3.DEFAULT_SESSION is None:
@@ -269,11 +269,15 @@ class SnsPublishTap:
         params = context.get(self.UNIQUE_ID)
         message_id = parsed.get("MessageId")
         if params is not None and isinstance(message_id, str):
-            with self._lock:
+            with self._recorded:
                 self._published[message_id] = params
+                self._recorded.notify_all()
 
-    def published(self, message_id: str) -> Mapping[str, Any] | None:
-        with self._lock:
+    def published(self, message_id: str, wait_s: float = 2.0) -> Mapping[str, Any] | None:
+        """The request of a publish; SQS may deliver before the publish call has returned, so
+        wait a little for it."""
+        with self._recorded:
+            self._recorded.wait_for(lambda: message_id in self._published, timeout=wait_s)
             return self._published.get(message_id)
 
 
