@@ -15,10 +15,15 @@ from reaction_runtime import SnsMessage, fit_chars
 from change_contract.ejson import to_plain
 from update_notifier.summary import UNKNOWN, ChangeSummary, FieldChange
 
-# Enough to read; a notification is not a copy of the document (SNS caps a message at 256 KB).
-MAX_LISTED_CHANGES = 50
+# Enough to read; a notification is not a copy of the document. SNS caps a publish at 256 KiB,
+# body and attributes together; fewer changes are listed until the message fits.
+SNS_MAX_MESSAGE_BYTES = 262_144
+LISTING_LIMITS = (50, 20, 5, 0)
 MAX_VALUE_CHARS = 200
-MAX_JSON_VALUE_BYTES = 1024
+MAX_JSON_VALUE_BYTES = 256
+# Field names in the `changedFields` attribute: enough for any filter policy in practice.
+MAX_ATTRIBUTE_FIELDS = 100
+MAX_ATTRIBUTE_FIELD_CHARS = 128
 _MACHINE_PROTOCOLS = ("sqs", "lambda", "http", "https")
 
 
@@ -60,7 +65,7 @@ def _line(change: FieldChange, with_old: bool) -> str:
     return f"- {change.path}: {render_value(change.new)}"
 
 
-def readable(notification: Notification) -> str:
+def readable(notification: Notification, limit: int = LISTING_LIMITS[0]) -> str:
     summary = notification.summary
     verb = "Replaced" if notification.operation_type == "replace" else "Updated"
     when = notification.when.astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
@@ -71,7 +76,7 @@ def readable(notification: Notification) -> str:
     ]
     if summary.omitted:
         lines.append("The change was too large to include in the event; see the audit trail.")
-    listed = summary.changes[:MAX_LISTED_CHANGES]
+    listed = summary.changes[:limit]
     lines += [_line(change, summary.has_pre_image) for change in listed]
     if len(summary.changes) > len(listed):
         lines.append(f"- and {len(summary.changes) - len(listed)} more fields")
@@ -91,10 +96,10 @@ def _json_value(value: Any) -> Any:
     return plain if size <= MAX_JSON_VALUE_BYTES else {"omitted": "too large", "bytes": size}
 
 
-def machine(notification: Notification) -> str:
+def machine(notification: Notification, limit: int = LISTING_LIMITS[0]) -> str:
     summary = notification.summary
     changes = []
-    for change in summary.changes[:MAX_LISTED_CHANGES]:
+    for change in summary.changes[:limit]:
         entry: dict[str, Any] = {"field": change.path, "kind": change.kind}
         if change.kind in ("updated", "added"):
             entry["new"] = _json_value(change.new)
@@ -109,18 +114,44 @@ def machine(notification: Notification) -> str:
         "ns": {"db": notification.database, "coll": notification.collection},
         "documentId": notification.document_id,
         "time": notification.when.astimezone(dt.UTC).isoformat().replace("+00:00", "Z"),
-        "changedFields": summary.changed_fields,
+        "changedFields": filterable_fields(summary),
         "changes": changes,
-        "changesOmitted": summary.omitted or len(summary.changes) > MAX_LISTED_CHANGES,
+        "changesOmitted": summary.omitted or len(summary.changes) > limit,
         "hasPreImage": summary.has_pre_image,
         "replayName": notification.replay_name,
     }
     return json.dumps(document, ensure_ascii=False, separators=(",", ":"))
 
 
+def filterable_fields(summary: ChangeSummary) -> list[str]:
+    """The top-level fields a subscriber can filter on: bounded in number and length."""
+    names = [name for name in summary.changed_fields if len(name) <= MAX_ATTRIBUTE_FIELD_CHARS]
+    return names[:MAX_ATTRIBUTE_FIELDS]
+
+
 def change_message(notification: Notification) -> SnsMessage:
-    text = readable(notification)
-    data = machine(notification)
+    """The notification as one SNS message, listing as many changes as fit in a publish."""
+    message = _message(notification, LISTING_LIMITS[0])
+    for limit in LISTING_LIMITS[1:]:
+        if message_bytes(message) <= SNS_MAX_MESSAGE_BYTES:
+            break
+        message = _message(notification, limit)
+    return message
+
+
+def message_bytes(message: SnsMessage) -> int:
+    """The size SNS counts against its limit: the message body plus every attribute."""
+    request = message.request("arn")
+    size = len(request["Message"].encode("utf-8"))
+    for name, value in request["MessageAttributes"].items():
+        size += len(name.encode("utf-8")) + len(value["DataType"].encode("utf-8"))
+        size += len(value["StringValue"].encode("utf-8"))
+    return size
+
+
+def _message(notification: Notification, limit: int) -> SnsMessage:
+    text = readable(notification, limit)
+    data = machine(notification, limit)
     fields = notification.summary.changed_fields
     verb = "Replaced" if notification.operation_type == "replace" else "Updated"
     subject = f"{verb} {notification.collection} {notification.document_id}"
@@ -130,8 +161,9 @@ def change_message(notification: Notification) -> SnsMessage:
         "collection": notification.collection,
         "operationType": notification.operation_type,
     }
-    if fields:
+    filterable = filterable_fields(notification.summary)
+    if filterable:
         # SNS refuses an empty attribute value; no list means "fields unknown".
-        attributes["changedFields"] = fields
+        attributes["changedFields"] = filterable
     texts = {"default": text, "email": text} | dict.fromkeys(_MACHINE_PROTOCOLS, data)
     return SnsMessage(texts=texts, subject=subject, attributes=attributes)

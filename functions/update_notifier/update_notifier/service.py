@@ -7,7 +7,7 @@ from aws_lambda_powertools import Logger
 from reaction_runtime import Outcome, SnsPublisher, document_id_text
 
 from change_contract import ChangeEvent
-from update_notifier.messages import Notification, change_message
+from update_notifier.messages import Notification, change_message, filterable_fields
 from update_notifier.settings import UpdateNotifierSettings
 from update_notifier.summary import summarize_replace, summarize_update
 
@@ -56,11 +56,13 @@ class UpdateNotifierService:
         )
         message_id = self._publisher.publish(change_message(notification))
         self._logger.info(
-            "change notification sent", changed_fields=summary.changed_fields, message_id=message_id
+            "change notification sent",
+            changed_fields=len(summary.changed_fields),
+            message_id=message_id,
         )
         self._count("ChangeNotificationsSent")
         return {
             "outcome": "notified",
-            "changedFields": summary.changed_fields,
+            "changedFields": filterable_fields(summary),
             "messageId": message_id,
         }

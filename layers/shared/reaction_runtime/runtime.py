@@ -5,6 +5,7 @@ A handler stays thin: `return runtime.handle(event, context, service.react)`. Th
 typed `ChangeEvent`, never the raw event. This module decides nothing about products or alerts.
 """
 
+import json
 import threading
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -32,6 +33,9 @@ Outcome = dict[str, Any]
 Action = Callable[[ChangeEvent], Outcome]
 
 _EVENT_KEYS = ("event_id", "operation_type", "collection", "replay_name")
+# The outcome is stored in the idempotency item (DynamoDB items hold at most 400 KB); a larger
+# one would fail *after* the action, making the platform retry and act twice.
+MAX_OUTCOME_BYTES = 16_384
 
 
 class ReactionRuntime:
@@ -124,4 +128,7 @@ class ReactionRuntime:
 def _act(*, event: Mapping[str, Any], change: ChangeEvent, action: Action) -> Outcome:
     # `event` is only the idempotency payload (its detail.eventId is hashed); logic sees `change`.
     del event
-    return action(change)
+    outcome = action(change)
+    if len(json.dumps(outcome, default=str).encode("utf-8")) > MAX_OUTCOME_BYTES:
+        return {"outcome": outcome.get("outcome"), "outcomeTruncated": True}
+    return outcome

@@ -371,3 +371,16 @@ def test_replay_name_is_available_to_the_logic(runtime, lambda_context):
 
     runtime.handle(read_event("update-low-stock-replayed"), lambda_context, record)
     assert seen == ["replay-2026-12-03"]
+
+
+def test_oversized_outcome_is_stored_small(runtime, lambda_context):
+    # GIVEN logic that returns a huge outcome (it would not fit a DynamoDB item)
+    def verbose(change: ChangeEvent) -> dict[str, Any]:
+        return {"outcome": "acted", "detail": "x" * 500_000}
+
+    # WHEN handled twice THEN the action's effect is recorded and the duplicate is recognised
+    first = runtime.handle(read_event("insert"), lambda_context, verbose)
+    second = runtime.handle(read_event("insert"), lambda_context, verbose)
+
+    assert first == second == {"outcome": "acted", "outcomeTruncated": True}
+    assert _metric(runtime, "DuplicateEvents") == 1

@@ -434,3 +434,25 @@ def test_sam_local_env_file_holds_valid_settings():
 
     assert parsed.topic_arn.startswith("arn:aws:sns:")
     assert parsed.notify_on_replace is False
+
+
+def test_huge_update_still_fits_one_sns_publish(app, lambda_context):
+    # GIVEN 400 fields with very long names (2 KB each) and long old and new values
+    names = [f"{'atributo_muy_largo_' * 105}{index:03d}" for index in range(400)]
+    before = product(LECHE, "Leche entera", 25, **dict.fromkeys(names, "a" * 3000))
+    event = update_event(5, dict.fromkeys(names, "b" * 3000), before=before)
+
+    # WHEN handled
+    assert app.handler(event, lambda_context)["outcome"] == "notified"
+
+    # THEN the single publish is within SNS's 256 KiB for body and attributes together
+    (message,) = published()
+    body = json.dumps(message["texts"], ensure_ascii=False).encode("utf-8")
+    attributes = sum(
+        len(name) + len(value["Type"]) + len(value["Value"].encode("utf-8"))
+        for name, value in message["attributes"].items()
+    )
+    assert len(body) + attributes <= 262_144
+    machine = json.loads(message["texts"]["sqs"])
+    assert machine["changesOmitted"] is True
+    assert 0 < len(machine["changes"]) < 50
