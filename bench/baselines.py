@@ -74,7 +74,9 @@ def run_raw(args: argparse.Namespace) -> BaselineResult:
     cpu_first = 0.0
     try:
         with collection.watch(
-            start_after=_token(args.start_after), max_await_time_ms=POLL_WAIT_MS
+            full_document=args.full_document,
+            start_after=_token(args.start_after),
+            max_await_time_ms=POLL_WAIT_MS,
         ) as stream:
             _mark_ready(args.ready_file)
             while result.events < args.events and time.monotonic() < deadline:
@@ -109,7 +111,9 @@ def run_naive(args: argparse.Namespace) -> BaselineResult:
     cpu_first = 0.0
     try:
         with collection.watch(
-            start_after=_token(args.start_after), max_await_time_ms=POLL_WAIT_MS
+            full_document=args.full_document,
+            start_after=_token(args.start_after),
+            max_await_time_ms=POLL_WAIT_MS,
         ) as stream:
             _mark_ready(args.ready_file)
             while result.events < args.events and time.monotonic() < deadline:
@@ -150,6 +154,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--start-after", help="resume token as Extended JSON; default: now")
     parser.add_argument("--events", type=int, required=True, help="stop after this many")
     parser.add_argument("--max-seconds", type=float, default=60.0, help="or after this long")
+    parser.add_argument(
+        "--full-document",
+        default="updateLookup",
+        help="as the relay's FULL_DOCUMENT default, so all variants read the same events",
+    )
     parser.add_argument("--latency", action="store_true", help="raw: record commit latency")
     parser.add_argument("--ready-file", help="written once the stream is open")
     parser.add_argument("--result-file", required=True)

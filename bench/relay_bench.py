@@ -10,7 +10,6 @@ import contextlib
 import importlib.util
 import json
 import os
-import signal
 import subprocess
 import sys
 import tempfile
@@ -27,6 +26,7 @@ from pymongo import MongoClient
 from pymongo.collection import Collection
 
 from bench.figures import TARGET_CPU_US, TARGET_NAIVE_RATIO, TARGET_RAW_RATIO, RelayRun
+from bench.profiling import ProfilerError, start_profiler, stop_profiler, summarise
 from bench.sink import RunningSink, SinkClient, process_peak_rss_mib, start_sink
 from localdev.servers import ManagedProcess, MotoServer, running_moto, running_secantus, wait_until
 
@@ -204,7 +204,7 @@ def _fill_from_sink(run: RelayRun, stats: dict[str, Any]) -> None:
         return
     events, seconds, cpu = window
     run.measured = True
-    run.events = stats["entries"]
+    run.events = stats["cpu_samples"][-1]["entries"]
     run.events_per_s = events / seconds
     run.cpu_us_per_event = cpu / events * 1e6
 
@@ -247,7 +247,12 @@ def run_baseline(
     try:
         if variant == "naive":
             assert process.process is not None
-            stage.sink.arm(latency_ms=latency_ms, watch_pid=process.process.pid, target=events)
+            stage.sink.arm(
+                latency_ms=latency_ms,
+                watch_pid=process.process.pid,
+                target=events,
+                latency_since=time.time() if live else 0.0,
+            )
         wait_until(
             lambda: ready_file.exists() or not process.running,
             deadline_s=60,
@@ -291,7 +296,6 @@ def measure_naive(stage: Stage, config: RelayBenchConfig, latency_ms: float) -> 
         return run
     run.peak_rss_mib = backlog["peak_rss_mib"]
     run.note = f"stopped after {config.naive_seconds:g} s" if run.events < config.events else ""
-    stage.sink.arm(latency_ms=latency_ms)
     live = run_baseline(stage, config, "naive", latency_ms, live=True)
     run.set_latencies(stage.sink.stats()["latencies_s"], live["expected"])
     if run.latency_delivered < live["expected"]:
@@ -317,16 +321,14 @@ def _relay_env(stage: Stage) -> dict[str, str]:
         RELAY_ID=RELAY_ID,
         POWERTOOLS_SERVICE_NAME="relay",
         POWERTOOLS_METRICS_NAMESPACE="MongoChangeReactions",
+        HEALTH_FILE=str(stage.workdir / "relay-health.json"),
     )
     return env
 
 
-def start_relay(stage: Stage, *, profile_to: Path | None = None) -> ManagedProcess:
-    """`python -m relay run` with its default settings (under pyinstrument when profiling)."""
+def start_relay(stage: Stage) -> ManagedProcess:
+    """`python -m relay run` with its default settings."""
     command = [sys.executable, "-m", "relay", "run"]
-    if profile_to is not None:
-        profiler = [sys.executable, "-m", "pyinstrument", "-r", "text", "-o", str(profile_to)]
-        command = [*profiler, "-m", "relay", "run"]
     process = ManagedProcess("bench-relay", command, env=_relay_env(stage))
     process.start()
     return process
@@ -386,16 +388,6 @@ def _restore_checkpoint(stage: Stage) -> None:
         dynamodb.put_item(TableName=RELAY_TABLE, Item=item)
 
 
-def _stop_profiled(relay: ManagedProcess) -> None:
-    # pyinstrument writes its report when the program ends on KeyboardInterrupt; SIGTERM follows
-    # if the relay does not stop on SIGINT.
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(_pid(relay), signal.SIGINT)
-    with contextlib.suppress(TimeoutError):
-        wait_until(lambda: not relay.running, deadline_s=20, what="profiled relay stopped")
-    relay.stop()
-
-
 def measure_relay(stage: Stage, config: RelayBenchConfig, latency_ms: float) -> RelayRun:
     """The relay on the backlog, then (still running, caught up) on the paced live writer."""
     run = RelayRun("relay", latency_ms)
@@ -409,7 +401,7 @@ def measure_relay(stage: Stage, config: RelayBenchConfig, latency_ms: float) -> 
             target, deadline_s=config.run_deadline_s, what="relay forwarding the backlog"
         )
         _fill_from_sink(run, stage.sink.stats())
-        stage.sink.arm(latency_ms=latency_ms)
+        stage.sink.arm(latency_ms=latency_ms, latency_since=time.time())
         _run_writer(
             stage,
             config.live_changes,
@@ -417,31 +409,47 @@ def measure_relay(stage: Stage, config: RelayBenchConfig, latency_ms: float) -> 
             update_share=config.update_share,
         )
         with contextlib.suppress(TimeoutError):
-            stage.sink.wait_for_entries(
+            stage.sink.wait_for_latencies(
                 config.live_changes, deadline_s=30, what="relay forwarding the live changes"
             )
         run.set_latencies(stage.sink.stats()["latencies_s"], config.live_changes)
         run.peak_rss_mib = process_peak_rss_mib(_pid(relay))
     except (TimeoutError, BenchSetupError) as error:
         run.measured = False
-        run.note = f"failed: {error}; relay output: {relay.output_tail(5)}"
+        said = (relay.output_tail(3).strip().splitlines() or ["nothing"])[-1]
+        run.note = f"failed: {error}; the relay's last output: {said}"
     finally:
         relay.stop()
     return run
 
 
-def profile_relay(stage: Stage, config: RelayBenchConfig, path: Path) -> Path:
-    """Forward the backlog once more under pyinstrument (0 ms sink); write the text profile."""
+def profile_relay(stage: Stage, config: RelayBenchConfig, directory: Path) -> Path:
+    """Forward the backlog once more (0 ms sink) with py-spy attached; write its summary.
+
+    Writes `relay-profile.txt` (summary) and `relay-profile.folded` (collapsed stacks, for a
+    flame graph) to `directory` and returns the summary's path.
+    """
+    folded = directory / "relay-profile.folded"
+    summary = directory / "relay-profile.txt"
+    folded.unlink(missing_ok=True)
     _restore_checkpoint(stage)
-    relay = start_relay(stage, profile_to=path)
+    relay = start_relay(stage)
     try:
         stage.sink.arm(latency_ms=0)
-        stage.sink.wait_for_entries(
-            config.events + 1, deadline_s=config.run_deadline_s * 2, what="profiled relay"
-        )
+        # Attach once the relay is streaming, so imports and start-up are not in the profile.
+        stage.sink.wait_for_entries(1, deadline_s=60, what="relay streaming")
+        profiler = start_profiler(_pid(relay), folded)
+        try:
+            stage.sink.wait_for_entries(
+                config.events + 1, deadline_s=config.run_deadline_s * 2, what="profiled relay"
+            )
+        finally:
+            stop_profiler(profiler, folded)
     finally:
-        _stop_profiled(relay)
-    return path
+        relay.stop()
+    with folded.open() as lines:
+        summary.write_text(summarise(lines))
+    return summary
 
 
 def _throughput_ratio(run: RelayRun, base: RelayRun | None) -> float | None:
@@ -510,13 +518,9 @@ def run_relay_bench(config: RelayBenchConfig, *, log: Any = print) -> RelayBench
         missed = targets_missed(runs)
         if missed and config.profile and relay_ready:
             log(f"targets missed ({', '.join(missed)}): profiling the relay")
-            path = config.results_dir / "relay-profile.txt"
             config.results_dir.mkdir(parents=True, exist_ok=True)
             try:
-                profile_path = profile_relay(stage, config, path)
-            except (BenchSetupError, TimeoutError) as error:
+                profile_path = profile_relay(stage, config, config.results_dir)
+            except (BenchSetupError, ProfilerError, TimeoutError) as error:
                 notes.append(f"profiling the relay failed: {error}")
-            if profile_path is not None and not profile_path.exists():
-                notes.append("pyinstrument wrote no profile (the relay did not exit cleanly)")
-                profile_path = None
         return RelayBenchOutcome(runs, source, profile_path, notes)

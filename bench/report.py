@@ -21,6 +21,12 @@ NOT_MEASURED = "not measured"
 _LABELS = {"raw": "raw read (pymongo, no forwarding)", "naive": "naive relay", "relay": "relay"}
 
 
+def _cell(text: str, limit: int = 160) -> str:
+    """One table cell: a single line, no pipes, bounded length (error output can be long)."""
+    flat = " ".join(text.split()).replace("|", "/")
+    return flat if len(flat) <= limit else flat[: limit - 1] + "…"
+
+
 def _number(value: float | None, digits: int = 0) -> str:
     if value is None:
         return "—"
@@ -55,14 +61,14 @@ def relay_table(report: BenchReport) -> str:
             if not run.measured:
                 lines.append(
                     f"| {latency:g} ms | {label} | {NOT_MEASURED} | — | — | — | — | — "
-                    f"| {run.note} |"
+                    f"| {_cell(run.note)} |"
                 )
                 continue
             p50, p99 = _latency(run)
             lines.append(
                 f"| {latency:g} ms | {label} | {run.events:,} | {_number(run.events_per_s)} "
                 f"| {_number(run.cpu_us_per_event, 1)} | {_number(run.peak_rss_mib, 1)} "
-                f"| {p50} | {p99} | {run.note} |"
+                f"| {p50} | {p99} | {_cell(run.note)} |"
             )
     return "\n".join(lines)
 
@@ -109,14 +115,14 @@ def function_table(runs: list[FunctionRun]) -> str:
         baseline = run.baseline_of or ""
         if not run.measured:
             lines.append(
-                f"| {run.name} | {baseline} | {NOT_MEASURED} | — | — | — | — | {run.note} |"
+                f"| {run.name} | {baseline} | {NOT_MEASURED} | — | — | — | — | {_cell(run.note)} |"
             )
             continue
         lines.append(
             f"| {run.name} | {baseline} | {_number(run.cold_init_ms, 1)} "
             f"| {_number(run.first_call_ms, 1)} | {_number(run.warm_ms_per_event, 2)} "
             f"| {_number(run.peak_rss_mib, 1)} "
-            f"| {run.invocations:,} | {run.note} |"
+            f"| {run.invocations:,} | {_cell(run.note)} |"
         )
     return "\n".join(lines)
 
@@ -144,7 +150,11 @@ def render_markdown(report: BenchReport) -> str:
         ]
     parts += ["", "## Relay", "", relay_table(report), "", ratio_table(report)]
     if report.profile_path:
-        parts += ["", f"Profile of the relay (pyinstrument): `{report.profile_path}`."]
+        parts += [
+            "",
+            f"A target was missed: where the relay's CPU goes (py-spy, every thread) is in "
+            f"`{report.profile_path}` (collapsed stacks beside it, `relay-profile.folded`).",
+        ]
     if report.function_runs:
         parts += ["", "## Functions", "", function_table(report.function_runs)]
     if report.notes:

@@ -91,6 +91,9 @@ class SinkState:
     latency_s: float = 0.0
     watch_pid: int | None = None
     target_entries: int | None = None
+    # Latencies are kept only for changes committed at or after this epoch time, so a backlog's
+    # tail still in flight never pollutes a latency run.
+    latency_since: float = 0.0
     requests: int = 0
     entries: int = 0
     rejected: int = 0
@@ -111,12 +114,18 @@ class SinkState:
                 self.first_arrival = arrival
                 self.first_request_entries = len(details)
             self.last_arrival = arrival
-            self.latencies_s.extend(arrival - commit for commit in commits if commit is not None)
+            self.latencies_s.extend(
+                arrival - commit
+                for commit in commits
+                if commit is not None and commit >= self.latency_since
+            )
             self._sample_cpu(arrival, before)
 
     def _sample_cpu(self, arrival: float, before: int) -> None:
         if self.watch_pid is None:
             return
+        if self.target_entries is not None and before >= self.target_entries:
+            return  # the measured window ends where the target is crossed
         crossed = self.target_entries is not None and before < self.target_entries <= self.entries
         due = not self.cpu_samples or arrival - self.cpu_samples[-1].at >= CPU_SAMPLE_INTERVAL_S
         if crossed or due:
@@ -130,6 +139,7 @@ class SinkState:
                 "latency_ms": self.latency_s * 1000,
                 "watch_pid": self.watch_pid,
                 "target_entries": self.target_entries,
+                "latency_since": self.latency_since,
                 "requests": self.requests,
                 "entries": self.entries,
                 "rejected": self.rejected,
@@ -223,6 +233,7 @@ class SinkHandler(BaseHTTPRequestHandler):
             latency_s=float(settings.get("latency_ms", 0)) / 1000,
             watch_pid=settings.get("watch_pid"),
             target_entries=settings.get("target_entries"),
+            latency_since=float(settings.get("latency_since", 0.0)),
         )
         self.server.state = fresh
         self._reply(HTTPStatus.OK, {"armed": True}, "application/json")
@@ -254,9 +265,19 @@ class SinkClient:
     endpoint: str
 
     def arm(
-        self, *, latency_ms: float, watch_pid: int | None = None, target: int | None = None
+        self,
+        *,
+        latency_ms: float,
+        watch_pid: int | None = None,
+        target: int | None = None,
+        latency_since: float = 0.0,
     ) -> None:
-        settings = {"latency_ms": latency_ms, "watch_pid": watch_pid, "target_entries": target}
+        settings = {
+            "latency_ms": latency_ms,
+            "watch_pid": watch_pid,
+            "target_entries": target,
+            "latency_since": latency_since,
+        }
         request = urllib.request.Request(
             f"{self.endpoint}/_bench/arm", data=json.dumps(settings).encode(), method="POST"
         )
@@ -274,6 +295,12 @@ class SinkClient:
 
     def wait_for_entries(self, count: int, *, deadline_s: float, what: str) -> None:
         wait_until(lambda: self.entries() >= count, deadline_s=deadline_s, what=what)
+
+    def wait_for_latencies(self, count: int, *, deadline_s: float, what: str) -> None:
+        """Wait until `count` entries committed since the run's `latency_since` arrived."""
+        wait_until(
+            lambda: len(self.stats()["latencies_s"]) >= count, deadline_s=deadline_s, what=what
+        )
 
 
 @dataclass

@@ -77,3 +77,16 @@ def test_results_are_written_with_a_png_chart(tmp_path):
     assert paths["chart"].read_bytes().startswith(b"\x89PNG")
     assert "## Relay" in paths["markdown"].read_text()
     assert '"relay_runs"' in paths["json"].read_text()
+
+
+def test_a_long_multi_line_note_stays_in_its_row():
+    report = _report()
+    report.relay_runs[-1].note = "failed: x | y\n  Traceback\n" + "z" * 500
+
+    line = next(
+        row for row in relay_table(report).splitlines() if row.startswith("| 25 ms | relay")
+    )
+
+    assert line.endswith("… |")
+    assert "failed: x / y Traceback" in line
+    assert line.count("|") == 10
