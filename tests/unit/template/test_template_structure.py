@@ -439,3 +439,11 @@ def test_parameters_are_checked_by_name_and_value():
         load_template(parameters={"Threshold": "3"})
     with pytest.raises(TemplateError, match="QuantityField"):
         load_template(parameters={"QuantityField": "stock.cantidad"})
+
+
+def test_every_parameter_is_grouped_for_sam_deploy_guided_and_the_console():
+    template = read_template()
+    interface = template["Metadata"]["AWS::CloudFormation::Interface"]
+    grouped = [name for group in interface["ParameterGroups"] for name in group["Parameters"]]
+    assert sorted(grouped) == sorted(template["Parameters"])
+    assert all(spec.get("Description") for spec in template["Parameters"].values())
