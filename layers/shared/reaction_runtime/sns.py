@@ -71,6 +71,9 @@ class SnsMessage:
             raise ValueError("an SNS JSON message needs a `default` text")
         attributes: dict[str, MessageAttributeValueTypeDef] = {}
         for name, value in self.attributes.items():
+            if not value:
+                # SNS refuses an empty attribute value; leaving it out keeps the message.
+                continue
             if isinstance(value, str):
                 attributes[name] = {"DataType": "String", "StringValue": value}
             else:

@@ -384,3 +384,11 @@ def test_oversized_outcome_is_stored_small(runtime, lambda_context):
 
     assert first == second == {"outcome": "acted", "outcomeTruncated": True}
     assert _metric(runtime, "DuplicateEvents") == 1
+
+
+def test_empty_attributes_are_left_out():
+    message = SnsMessage(
+        texts={"default": "d"}, subject="s", attributes={"a": "", "b": [], "c": "x"}
+    )
+
+    assert set(message.request("arn")["MessageAttributes"]) == {"c"}
