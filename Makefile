@@ -49,7 +49,7 @@ lint: venv
 typecheck: venv
 	$(BIN)/mypy $(STRICT_PATHS)
 	@for app in $(FUNCTIONS); do dir=$$(dirname $$app); echo "mypy $$dir"; \
-	  $(BIN)/mypy $$dir || exit 1; done
+	  MYPYPATH=$$dir $(BIN)/mypy $$dir || exit 1; done
 	$(BIN)/mypy --config-file tests/mypy.ini tests
 
 pytest: venv
