@@ -3,6 +3,7 @@ malformed input, the loop guard and the history command, on moto (DynamoDB) and 
 
 import io
 import json
+import logging
 import threading
 from collections.abc import Callable, Iterator
 from types import ModuleType
@@ -24,7 +25,7 @@ from audit_writer.stores import DownstreamError, MongoAuditStore
 from change_contract import OPERATION_TYPES, ContractError
 from localdev.samples import MALFORMED as SAMPLE_MALFORMED
 from localdev.samples import SAMPLES
-from tests.unit.functions.conftest import emitted_metrics, read_event
+from tests.unit.functions.conftest import IDEMPOTENCY_TABLE, emitted_metrics, read_event
 from tests.unit.functions.test_audit_stores import create_audit_table
 
 # Every file of events/ that is an event (events/env.json holds `sam local` settings).
@@ -386,3 +387,37 @@ def test_a_detail_that_is_not_an_object_is_refused(
     with pytest.raises(ContractError, match="detail"):
         mongo_app.handler(event, lambda_context)
     assert audit_documents(mongo_app) == []
+
+
+def test_the_store_still_writes_once_after_the_idempotency_record_expired(
+    dynamo_app: ModuleType, lambda_context: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # GIVEN an event recorded, and its idempotency record gone (expired after 48 h)
+    event = read_event("update-price-change")
+    assert dynamo_app.handler(event, lambda_context)["outcome"] == "recorded"
+    dynamodb = boto3.client("dynamodb")
+    for item in dynamodb.scan(TableName=IDEMPOTENCY_TABLE)["Items"]:
+        dynamodb.delete_item(TableName=IDEMPOTENCY_TABLE, Key={"id": item["id"]})
+    # WHEN the event arrives again
+    result = dynamo_app.handler(event, lambda_context)
+    # THEN the store's own key refuses a second record
+    assert result["outcome"] == "already-recorded"
+    assert len(audit_items()) == 1
+    assert emitted_metrics(capsys.readouterr().out)["AuditRecordsAlreadyWritten"] == 1
+
+
+def test_logs_never_hold_document_bodies(
+    mongo_app: ModuleType, lambda_context: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
+    # GIVEN events whose documents hold names, prices and an actor's e-mail
+    for name in ["insert", "update-price-change", "delete-with-pre-image", "drop"]:
+        mongo_app.handler(read_event(name), lambda_context)
+    mongo_app.handler(read_event("insert"), lambda_context)  # a duplicate, logged too
+    # THEN the log records name the event and outcome, never document content
+    messages = {record.getMessage() for record in caplog.records}
+    assert messages >= {"audit record written", "change not audited", "duplicate event skipped"}
+    logged = repr([record.__dict__ for record in caplog.records])
+    # (text markers only: numbers could occur in the records' timings)
+    for value in ["Leche entera", "Café molido", "nombreProducto", "precio", "ana@example.com"]:
+        assert value not in logged
