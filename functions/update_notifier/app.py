@@ -22,9 +22,11 @@ service = UpdateNotifierService(
     count=runtime.count,
 )
 
+react = tracer.capture_method(service.react)
+
 
 @logger.inject_lambda_context(clear_state=True)
 @tracer.capture_lambda_handler
 @metrics.log_metrics
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    return runtime.handle(event, context, tracer.capture_method(service.react))
+    return runtime.handle(event, context, react)

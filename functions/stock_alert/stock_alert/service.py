@@ -36,17 +36,21 @@ class StockAlertService:
             raise ValueError("episode mode needs the alert state store")
         self._settings = settings
         self._publisher = publisher
-        self._state = state
+        # The state decides only in episode mode; `every` mode pages without remembering.
+        self._state = state if settings.mode == "episode" else None
         self._logger = logger
         self._count = count
 
     def react(self, change: ChangeEvent) -> Outcome:
         detail = change.detail
-        skipped = self._not_a_product_change(change)
-        if skipped is not None:
-            return {"outcome": "skipped", "reason": skipped}
         document = detail.full_document
-        assert document is not None  # checked by _not_a_product_change
+        if detail.collection != self._settings.collection:
+            self._logger.info("event for another collection ignored")
+            return {"outcome": "skipped", "reason": "other collection"}
+        if detail.operation_type not in _DOCUMENT_CHANGES or document is None:
+            # As the seed does: a delete, or an update without `updateLookup`, has no document.
+            self._logger.info("no product document in the event, nothing to do")
+            return {"outcome": "skipped", "reason": "no document"}
 
         # What the product's stock is now, and its threshold.
         level = self._level_of(document)
@@ -62,10 +66,9 @@ class StockAlertService:
         # Whether this change opens (or escalates) an alert.
         product_id = document_id_text(detail.document_id)
         product_key = f"{detail.ns.db if detail.ns else ''}.{detail.collection}/{product_id}"
-        if self._settings.mode == "every":
+        if self._state is None:
             alert = current is not Level.OK
         else:
-            assert self._state is not None  # checked in __init__
             decision = self._state.decide(
                 product_key,
                 cluster_time=cluster_time_number(detail.cluster_time),
@@ -102,22 +105,11 @@ class StockAlertService:
             self._settings.language,
         )
         message_id = self._publisher.publish(message)
-        if self._state is not None and self._settings.mode == "episode":
+        if self._state is not None:
             self._state.confirm(product_key, detail.event_id)
         self._logger.info("stock alert sent", level=current.value, message_id=message_id)
         self._count("StockAlertsSent")
         return {"outcome": "alerted", "level": current.value, "messageId": message_id}
-
-    def _not_a_product_change(self, change: ChangeEvent) -> str | None:
-        detail = change.detail
-        if detail.collection != self._settings.collection:
-            self._logger.info("event for another collection ignored")
-            return "other collection"
-        if detail.operation_type not in _DOCUMENT_CHANGES or detail.full_document is None:
-            # As the seed does: a delete, or an update without `updateLookup`, has no document.
-            self._logger.info("no product document in the event, nothing to do")
-            return "no document"
-        return None
 
     def _level_of(self, document: Mapping[str, Any]) -> tuple[Decimal, Decimal, Level] | None:
         reading = read_number(document, self._settings.quantity_field)

@@ -14,6 +14,7 @@ from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.idempotency import idempotent_function
 from aws_lambda_powertools.utilities.idempotency.exceptions import (
     IdempotencyAlreadyInProgressError,
+    IdempotencyPersistenceLayerError,
 )
 from aws_lambda_powertools.utilities.idempotency.persistence.datarecord import DataRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
@@ -88,6 +89,10 @@ class ReactionRuntime:
             raise
         except DownstreamError:
             # The adapter that failed logged the cause; count it and let the platform retry.
+            self.count("DownstreamErrors")
+            raise
+        except IdempotencyPersistenceLayerError as error:
+            self.logger.error("idempotency store unavailable", error=str(error))
             self.count("DownstreamErrors")
             raise
         except IdempotencyAlreadyInProgressError:

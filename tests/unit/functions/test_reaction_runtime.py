@@ -9,6 +9,7 @@ import boto3
 import pytest
 from aws_lambda_powertools.utilities.idempotency.exceptions import (
     IdempotencyAlreadyInProgressError,
+    IdempotencyPersistenceLayerError,
 )
 from hypothesis import given
 from hypothesis import strategies as st
@@ -392,3 +393,15 @@ def test_empty_attributes_are_left_out():
     )
 
     assert set(message.request("arn")["MessageAttributes"]) == {"c"}
+
+
+def test_idempotency_store_failure_is_raised_before_acting(runtime, lambda_context):
+    # GIVEN the idempotency table is gone
+    boto3.client("dynamodb").delete_table(TableName=IDEMPOTENCY_TABLE)
+    action = RecordingAction()
+
+    # WHEN an event arrives THEN it is raised for retry, counted, and nothing was done
+    with pytest.raises(IdempotencyPersistenceLayerError):
+        runtime.handle(read_event("insert"), lambda_context, action)
+    assert action.calls == []
+    assert _metric(runtime, "DownstreamErrors") == 1
