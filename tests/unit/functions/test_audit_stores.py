@@ -12,7 +12,7 @@ import mongomock
 import pytest
 from bson import ObjectId, Timestamp
 from moto import mock_aws
-from pymongo.errors import OperationFailure, ServerSelectionTimeoutError
+from pymongo.errors import DuplicateKeyError, OperationFailure, ServerSelectionTimeoutError
 from reaction_runtime import DownstreamError
 
 from audit_writer.record import AuditRecord, build_record
@@ -273,6 +273,19 @@ def test_mongomock_cannot_sort_bson_timestamps() -> None:
     collection.insert_many([{"t": Timestamp(2, 1)}, {"t": Timestamp(1, 1)}])
     with pytest.raises(NotImplementedError, match="does not know how to sort"):
         list(collection.find().sort("t", 1))
+
+
+def test_mongomock_duplicate_key_errors_do_not_name_the_index() -> None:
+    """mongomock 4.3 differs from MongoDB: its DuplicateKeyError carries no `keyPattern` (mongod
+    and SecantusDB do: see test_the_unique_index_exists_and_refuses_a_second_record in the
+    integration tier). The store then looks the event's record up instead, which
+    test_mongodb_writes_an_event_once_and_creates_the_unique_index exercises."""
+    collection = mongomock.MongoClient()["db"]["c"]
+    collection.create_index("eventId", unique=True)
+    collection.insert_one({"eventId": "a"})
+    with pytest.raises(DuplicateKeyError) as caught:
+        collection.insert_one({"eventId": "a"})
+    assert "keyPattern" not in (caught.value.details or {})
 
 
 # --- building a store ---------------------------------------------------------------------------
