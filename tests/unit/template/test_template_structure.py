@@ -447,3 +447,15 @@ def test_every_parameter_is_grouped_for_sam_deploy_guided_and_the_console():
     grouped = [name for group in interface["ParameterGroups"] for name in group["Parameters"]]
     assert sorted(grouped) == sorted(template["Parameters"])
     assert all(spec.get("Description") for spec in template["Parameters"].values())
+
+
+def test_every_checkov_skip_says_why():
+    skips = [
+        (logical_id, skip)
+        for logical_id, spec in read_template()["Resources"].items()
+        for skip in spec.get("Metadata", {}).get("checkov", {}).get("skip", [])
+    ]
+    assert skips, "the template documents its checkov skips in resource metadata"
+    for logical_id, skip in skips:
+        assert skip["id"].startswith("CKV"), logical_id
+        assert len(skip.get("comment", "")) > 20, f"{logical_id} {skip['id']}: give the reason"
