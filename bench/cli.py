@@ -39,6 +39,14 @@ def machine() -> dict[str, str]:
     }
 
 
+def _shown(path: Path) -> str:
+    """A path as the results should show it: relative to the repository when inside it."""
+    try:
+        return str(path.resolve().relative_to(Path(__file__).resolve().parent.parent))
+    except ValueError:
+        return str(path)
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     parser.add_argument("--events", type=int, default=20_000, help="backlog size (changes)")
@@ -91,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
         report.relay_runs, report.source = outcome.runs, outcome.source
         report.notes += outcome.notes
         if outcome.profile_path is not None:
-            report.profile_path = str(outcome.profile_path)
+            report.profile_path = _shown(outcome.profile_path)
     if not args.skip_functions:
         log("functions: cold start and warm invocations")
         report.function_runs = run_function_bench(

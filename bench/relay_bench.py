@@ -31,6 +31,9 @@ from bench.sink import RunningSink, SinkClient, process_peak_rss_mib, start_sink
 from localdev.servers import ManagedProcess, MotoServer, running_moto, running_secantus, wait_until
 
 COLLECTION = "productos"
+# The baselines' latency runs write here, outside the relay's watch, so the relay's stream holds
+# only the backlog and its own latency run.
+LIVE_COLLECTION = "productos_live"
 RELAY_TABLE = "bench-relay-checkpoints"
 NAIVE_TABLE = "bench-naive-checkpoints"
 RELAY_ID = "bench-relay"
@@ -147,9 +150,16 @@ def staged(config: RelayBenchConfig) -> Iterator[Stage]:
             client.close()
 
 
-def _run_writer(stage: Stage, changes: int, *, rate: float | None, update_share: float) -> Any:
+def _run_writer(
+    stage: Stage,
+    changes: int,
+    *,
+    rate: float | None,
+    update_share: float,
+    collection: str = COLLECTION,
+) -> Any:
     args = [sys.executable, "-m", "bench.writer", "--uri", stage.mongo_uri]
-    args += ["--database", stage.database, "--collection", COLLECTION]
+    args += ["--database", stage.database, "--collection", collection]
     args += ["--changes", str(changes), "--update-share", str(update_share)]
     if rate:
         args += ["--rate", str(rate), "--batch", str(max(1, int(rate / 50)))]
@@ -209,9 +219,11 @@ def _fill_from_sink(run: RelayRun, stats: dict[str, Any]) -> None:
     run.cpu_us_per_event = cpu / events * 1e6
 
 
-def _baseline_args(stage: Stage, variant: str, result_file: Path, ready_file: Path) -> list[str]:
+def _baseline_args(
+    stage: Stage, variant: str, collection: str, result_file: Path, ready_file: Path
+) -> list[str]:
     args = [sys.executable, "-m", "bench.baselines", variant, "--uri", stage.mongo_uri]
-    args += ["--database", stage.database, "--collection", COLLECTION]
+    args += ["--database", stage.database, "--collection", collection]
     args += ["--result-file", str(result_file), "--ready-file", str(ready_file)]
     if variant == "naive":
         args += ["--events-endpoint", stage.sink.endpoint]
@@ -231,7 +243,8 @@ def run_baseline(
     tag = uuid.uuid4().hex[:8]
     result_file = stage.workdir / f"{variant}-{tag}.json"
     ready_file = stage.workdir / f"{variant}-{tag}.ready"
-    args = _baseline_args(stage, variant, result_file, ready_file)
+    collection = LIVE_COLLECTION if live else COLLECTION
+    args = _baseline_args(stage, variant, collection, result_file, ready_file)
     if live:
         events = config.live_changes
         budget = config.live_seconds + (config.naive_seconds if variant == "naive" else 20)
@@ -259,7 +272,13 @@ def run_baseline(
             what=f"{variant} stream open",
         )
         if live:
-            _run_writer(stage, events, rate=config.live_rate, update_share=config.update_share)
+            _run_writer(
+                stage,
+                events,
+                rate=config.live_rate,
+                update_share=config.update_share,
+                collection=LIVE_COLLECTION,
+            )
         wait_until(lambda: not process.running, deadline_s=budget + 60, what=f"{variant} finished")
         if not result_file.exists():
             raise BenchSetupError(f"{variant} wrote no result: {process.output_tail()}")
@@ -401,6 +420,8 @@ def measure_relay(stage: Stage, config: RelayBenchConfig, latency_ms: float) -> 
             target, deadline_s=config.run_deadline_s, what="relay forwarding the backlog"
         )
         _fill_from_sink(run, stage.sink.stats())
+        # Let the relay finish what it still has in flight (a re-sent probe, say) before timing.
+        stage.sink.wait_quiet(quiet_s=0.5, deadline_s=30)
         stage.sink.arm(latency_ms=latency_ms, latency_since=time.time())
         _run_writer(
             stage,

@@ -127,6 +127,31 @@ def function_table(runs: list[FunctionRun]) -> str:
     return "\n".join(lines)
 
 
+def _ratio_of(value: float | None, base: float | None) -> str:
+    return "—" if value is None or not base else f"{value / base:.1f}x"
+
+
+def function_ratio_table(runs: list[FunctionRun]) -> str:
+    """Each function over its bare baseline, both measured in the same run."""
+    lines = [
+        "| function | baseline | cold init / baseline | warm ms/event / baseline |",
+        "|---|---|---:|---:|",
+    ]
+    baselines = [run for run in runs if run.baseline_of and run.measured]
+    for run in runs:
+        if run.baseline_of:
+            continue
+        base = next((b for b in baselines if run.name in (b.baseline_of or "").split(", ")), None)
+        if base is None or not run.measured:
+            lines.append(f"| {run.name} | {base.name if base else '—'} | — | — |")
+            continue
+        lines.append(
+            f"| {run.name} | {base.name} | {_ratio_of(run.cold_init_ms, base.cold_init_ms)} "
+            f"| {_ratio_of(run.warm_ms_per_event, base.warm_ms_per_event)} |"
+        )
+    return "\n".join(lines)
+
+
 def render_markdown(report: BenchReport) -> str:
     machine = report.machine
     parts = [
@@ -157,6 +182,7 @@ def render_markdown(report: BenchReport) -> str:
         ]
     if report.function_runs:
         parts += ["", "## Functions", "", function_table(report.function_runs)]
+        parts += ["", function_ratio_table(report.function_runs)]
     if report.notes:
         parts += ["", "## Notes", ""] + [f"- {note}" for note in report.notes]
     return "\n".join(parts) + "\n"

@@ -296,6 +296,14 @@ class SinkClient:
     def wait_for_entries(self, count: int, *, deadline_s: float, what: str) -> None:
         wait_until(lambda: self.entries() >= count, deadline_s=deadline_s, what=what)
 
+    def wait_quiet(self, *, quiet_s: float, deadline_s: float) -> None:
+        """Wait until no entry has arrived for `quiet_s` seconds."""
+        wait_until(
+            lambda: time.time() - (self.stats()["last_arrival"] or 0.0) >= quiet_s,
+            deadline_s=deadline_s,
+            what=f"the sink quiet for {quiet_s:g} s",
+        )
+
     def wait_for_latencies(self, count: int, *, deadline_s: float, what: str) -> None:
         """Wait until `count` entries committed since the run's `latency_since` arrived."""
         wait_until(

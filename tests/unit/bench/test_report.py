@@ -62,6 +62,7 @@ def test_markdown_has_figures_ratios_verdicts_and_functions():
     assert "relay not measured" in text
     assert "| bare boto3 SNS publish | stock_alert | 600.0 | 20.0 | 10.00 | 70.0 | 300 |" in text
     assert "functions/stock_alert/app.py is not in this checkout yet" in text
+    assert "| stock_alert | bare boto3 SNS publish | — | — |" in text
 
 
 def test_a_missed_target_is_called_missed():
@@ -90,3 +91,12 @@ def test_a_long_multi_line_note_stays_in_its_row():
     assert line.endswith("… |")
     assert "failed: x / y Traceback" in line
     assert line.count("|") == 10
+
+
+def test_functions_are_compared_with_their_bare_baseline():
+    report = _report()
+    report.function_runs[0] = FunctionRun("stock_alert", None, True, 1200.0, 40.0, 30.0, 90.0, 300)
+
+    text = render_markdown(report)
+
+    assert "| stock_alert | bare boto3 SNS publish | 2.0x | 3.0x |" in text
