@@ -237,6 +237,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         stream=log, level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s"
     )
     signal.signal(signal.SIGTERM, _stop_on_sigterm)
+    # Ctrl-C must stop the run even when started from a shell that ignores SIGINT in the
+    # background (Python then leaves it ignored).
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     with _stdout_to(log) as terminal:
         console = Console(terminal)
         _print_header(console, pieces, args.follow)
