@@ -203,7 +203,9 @@ def _print_header(console: Console, pieces: Sequence[Any], follow: bool) -> None
         console.say("  MongoDB  SecantusDB, a MongoDB-compatible server, temporary in-memory store")
     console.say("  AWS      moto_server: EventBridge bus and rules, SQS, SNS, DynamoDB")
     console.say("  Lambda   a local dispatcher calling each handler in this process")
-    console.say("           (rule target -> SQS queue -> handler; retries, then a local DLQ)")
+    console.say(
+        "           (rule target -> SQS queue -> handler; retries, then the on-failure queue)"
+    )
     console.say("  email/SMS  an SQS inbox subscribed to each SNS topic")
     console.say("production code (as deployed):")
     for piece in pieces:
