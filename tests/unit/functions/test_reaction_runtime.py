@@ -13,6 +13,8 @@ from aws_lambda_powertools.utilities.idempotency.exceptions import (
 )
 from hypothesis import given
 from hypothesis import strategies as st
+from moto import mock_aws
+from moto.dynamodb.models.table import Table as MotoTable
 from reaction_runtime import (
     SMS_MAX_BYTES,
     ConfigError,
@@ -405,3 +407,58 @@ def test_idempotency_store_failure_is_raised_before_acting(runtime, lambda_conte
         runtime.handle(read_event("insert"), lambda_context, action)
     assert action.calls == []
     assert _metric(runtime, "DownstreamErrors") == 1
+
+
+# --- a moto difference the fixtures work around -------------------------------------------------
+
+
+def _conditional_puts(threads: int) -> list[str]:
+    client = boto3.client("dynamodb")
+    start = threading.Barrier(threads)
+    results: list[str] = []
+
+    def put(index: int) -> None:
+        start.wait(timeout=10)
+        try:
+            client.put_item(
+                TableName=IDEMPOTENCY_TABLE,
+                Item={"id": {"S": "same"}, "writer": {"N": str(index)}},
+                ConditionExpression="attribute_not_exists(id)",
+            )
+            results.append("written")
+        except client.exceptions.ConditionalCheckFailedException:
+            results.append("refused")
+
+    workers = [threading.Thread(target=put, args=(index,)) for index in range(threads)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(timeout=20)
+    return sorted(results)
+
+
+def test_moto_conditional_put_is_not_atomic_across_threads(monkeypatch):
+    """moto difference: it reads the current item, checks the condition, then writes, with no
+    lock. Two threads paused between read and write both pass `attribute_not_exists`; DynamoDB
+    would refuse one. The `aws` fixture serialises moto's item operations because of this."""
+    original = MotoTable.get_item
+    between_read_and_write = threading.Barrier(2)
+
+    def read_then_pause(self, *args, **kwargs):
+        current = original(self, *args, **kwargs)
+        between_read_and_write.wait(timeout=10)
+        return current
+
+    monkeypatch.setattr(MotoTable, "get_item", read_then_pause)
+    with mock_aws():
+        boto3.client("dynamodb").create_table(
+            TableName=IDEMPOTENCY_TABLE,
+            KeySchema=[{"AttributeName": "id", "KeyType": "HASH"}],
+            AttributeDefinitions=[{"AttributeName": "id", "AttributeType": "S"}],
+            BillingMode="PAY_PER_REQUEST",
+        )
+        assert _conditional_puts(2) == ["written", "written"]
+
+
+def test_aws_fixture_makes_conditional_puts_atomic(aws):
+    assert _conditional_puts(8) == ["refused"] * 7 + ["written"]
