@@ -128,7 +128,7 @@ class BackfillState:
 
     @classmethod
     def from_bson(cls, data: bytes) -> "BackfillState":
-        document = bson.decode(data, codec_options=CODEC_OPTIONS)
+        document = bson.decode(data, codec_options=_STATE_CODEC)
         token = token_from_bytes(bson.encode(document["snapshotToken"]))
         return cls(
             snapshot=Position(token, document.get("snapshotTime")),
@@ -156,6 +156,8 @@ class BackfillState:
 
 
 _START: Final = object()  # "read from the first document"
+# The stored state decodes to plain dicts (the `_id`s inside keep their BSON types).
+_STATE_CODEC: Final = CODEC_OPTIONS.with_options(document_class=dict)
 
 
 class ProgressStore(Protocol):
@@ -931,7 +933,3 @@ def _time_of(position: Position | None) -> dict[str, int] | None:
     if position is None or position.cluster_time is None:
         return None
     return {"t": position.cluster_time.time, "i": position.cluster_time.inc}
-
-
-if __name__ == "__main__":
-    sys.exit(main())

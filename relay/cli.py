@@ -1,4 +1,4 @@
-"""`python -m relay run|check|status|health`: the relay's command line.
+"""`python -m relay run|check|status|health|backfill|replay`: the relay's command line.
 
 `run` streams until SIGTERM/SIGINT; `check` validates the configuration and every dependency and
 says what it would watch; `status` prints the checkpoint, its age and the lag; `health` is the
@@ -181,11 +181,35 @@ COMMANDS: dict[str, Callable[[Mapping[str, str]], int]] = {
 }
 
 
+def command_backfill(argv: Sequence[str], env: Mapping[str, str]) -> int:
+    from relay import backfill
+
+    return backfill.main(argv, env)
+
+
+def command_replay(argv: Sequence[str], env: Mapping[str, str]) -> int:
+    from relay import replay
+
+    return replay.main(argv, env)
+
+
+# Commands with options of their own (`python -m relay backfill --help`, docs/recovery.md).
+COMMANDS_WITH_OPTIONS: dict[str, Callable[[Sequence[str], Mapping[str, str]], int]] = {
+    "backfill": command_backfill,
+    "replay": command_replay,
+}
+
+
 def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None) -> int:
+    given = list(sys.argv[1:] if argv is None else argv)
+    if given and given[0] in COMMANDS_WITH_OPTIONS:
+        return COMMANDS_WITH_OPTIONS[given[0]](given[1:], os.environ if env is None else env)
     parser = argparse.ArgumentParser(
         prog="python -m relay",
         description="MongoDB change stream -> EventBridge relay (configuration: docs/relay.md).",
     )
-    parser.add_argument("command", choices=sorted(COMMANDS), help="what to do")
-    arguments = parser.parse_args(argv)
+    parser.add_argument(
+        "command", choices=sorted([*COMMANDS, *COMMANDS_WITH_OPTIONS]), help="what to do"
+    )
+    arguments = parser.parse_args(given)
     return COMMANDS[arguments.command](os.environ if env is None else env)

@@ -143,7 +143,7 @@ def test_every_document_and_every_concurrent_change_reaches_the_bus(
 
 def backfill_process(env: dict[str, str], *args: str) -> ManagedProcess:
     full_env = {"PATH": os.environ.get("PATH", ""), **env}
-    command = [sys.executable, "-m", "relay.backfill", "--progress", "log", *args]
+    command = [sys.executable, "-m", "relay", "backfill", "--progress", "log", *args]
     return ManagedProcess("backfill", command, env=full_env)
 
 
