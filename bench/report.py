@@ -198,6 +198,7 @@ def render_chart(report: BenchReport, path: Path) -> None:
     latencies = report.sink_latencies()
     figure, axes = plt.subplots(figsize=(8, 4.5))
     width = 0.8 / len(VARIANTS)
+    tallest = 1.0
     for index, variant in enumerate(VARIANTS):
         xs, heights = [], []
         for position, latency in enumerate(latencies):
@@ -205,6 +206,7 @@ def render_chart(report: BenchReport, path: Path) -> None:
             if run is not None and run.measured and run.events_per_s:
                 xs.append(position + (index - 1) * width)
                 heights.append(run.events_per_s)
+        tallest = max([tallest, *heights])
         bars = axes.bar(xs, heights, width, label=_LABELS[variant])
         axes.bar_label(bars, labels=[f"{height:,.0f}" for height in heights], fontsize=8)
         missing = [
@@ -219,9 +221,11 @@ def render_chart(report: BenchReport, path: Path) -> None:
             )  # fmt: skip
     axes.set_xticks(range(len(latencies)), [f"sink {latency:g} ms" for latency in latencies])
     axes.set_yscale("log")
+    # Head room above the bars for their labels and the legend (log scale: a factor).
+    axes.set_ylim(bottom=1, top=tallest * 20)
     axes.set_ylabel("events/s (log scale)")
     axes.set_title("Change-stream forwarding throughput by PutEvents latency")
-    axes.legend(loc="upper right", fontsize=8)
+    axes.legend(loc="upper center", ncol=len(VARIANTS), fontsize=8)
     figure.tight_layout()
     figure.savefig(path, dpi=110)
     plt.close(figure)

@@ -4,6 +4,9 @@ import random
 from typing import Any, cast
 
 import bson
+import mongomock
+import pytest
+from pymongo import UpdateOne
 
 from bench.function_runner import variant_of
 from bench.writer import product, write_changes
@@ -61,3 +64,14 @@ def test_each_function_invocation_is_about_another_document_and_event():
     assert first["detail"]["documentKey"] != second["detail"]["documentKey"]
     assert first["detail"]["fullDocument"]["_id"] == first["detail"]["documentKey"]["_id"]
     assert event["detail"]["eventId"] == "e1"
+
+
+def test_mongomock_cannot_take_pymongo_4_20_update_one_in_bulk_write():
+    # Why the writer test above records writes instead of using mongomock: pymongo 4.20's
+    # UpdateOne passes `sort` to the bulk builder, which mongomock 4.3 does not accept. The real
+    # server path is covered by tests/integration/bench/test_smoke.py.
+    collection = mongomock.MongoClient().db.productos
+    collection.insert_one({"_id": 1, "cantidad": 5})
+
+    with pytest.raises(TypeError, match="sort"):
+        collection.bulk_write([UpdateOne({"_id": 1}, {"$set": {"cantidad": 4}})])
