@@ -768,6 +768,7 @@ class Backfill:
         The write carries the stored checkpoint's fencing token: the backfill is not a leader and
         must not be refused by a lease a stopped relay left behind.
         """
+        self._check_position_alive(state.snapshot)
         try:
             existing = self.checkpoint_store.load()
             fence = existing.fencing_token if existing is not None else 0
@@ -782,7 +783,6 @@ class Backfill:
             logger.info(
                 "relay checkpoint already later than the backfill snapshot", snapshot_time=where
             )
-        self._check_position_alive(state.snapshot)
         return written
 
     def _check_position_alive(self, position: Position) -> None:

@@ -1,0 +1,184 @@
+"""Backfill handover to streaming: start-up mode, clean stop, a later checkpoint, lost snapshot."""
+
+import threading
+
+import pytest
+from bson import Timestamp
+
+from localdev.servers import wait_until
+from relay.backfill import (
+    EXIT_SNAPSHOT_LOST,
+    Backfill,
+    BackfillOptions,
+    BackfillResult,
+    DynamoDBProgressStore,
+)
+from relay.settings import RelaySettings
+from tests.integration.relay.conftest import relay_env
+
+
+class BackfillThread:
+    def __init__(self, env: dict[str, str], options: BackfillOptions) -> None:
+        self.backfill = Backfill(RelaySettings.from_env(env), options)
+        self.result: BackfillResult | None = None
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        self.result = self.backfill.run()
+
+    def __enter__(self) -> "BackfillThread":
+        self.thread.start()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.backfill.stop()
+        self.thread.join(timeout=30)
+        assert not self.thread.is_alive(), "backfill did not stop within 30 s"
+
+
+def origins(world) -> list[str | None]:
+    return [detail.get("origin") for detail in world.details()]
+
+
+def test_start_up_mode_backfills_then_streams_what_follows(world, fresh_db, mongo):
+    # GIVEN a fresh deployment: products, no checkpoint
+    fresh_db.productos.insert_many([{"n": n, "cantidad": n} for n in range(50)])
+    env = relay_env(world, mongo.uri, fresh_db.name)
+
+    # WHEN the relay starts in start-up mode and products change afterwards
+    with BackfillThread(env, BackfillOptions(then_run=True, progress="off")) as running:
+
+        def streaming() -> bool:
+            relay = running.backfill._relay
+            return relay is not None and relay.state == "streaming"
+
+        wait_until(streaming, deadline_s=60, what="the relay streaming after the backfill")
+        fresh_db.productos.insert_many([{"n": n} for n in range(50, 55)])
+        fresh_db.productos.update_one({"n": 1}, {"$set": {"cantidad": 0}})
+
+        # THEN the 50 documents arrive as backfill reads, then the changes as changes
+        world.wait_for(lambda: len(world.seen) >= 56, deadline_s=60, what="56 events")
+    assert running.result is not None
+    assert running.result.exit_code == 0
+    assert origins(world).count("backfill") == 50
+    operations = [d["operationType"] for d in world.details() if d.get("origin") is None]
+    assert sorted(operations) == ["insert"] * 5 + ["update"]
+
+
+def test_start_up_mode_with_a_checkpoint_streams_without_backfilling(
+    world, fresh_db, mongo, relay_thread
+):
+    # GIVEN a relay that has already streamed and checkpointed
+    fresh_db.productos.insert_many([{"n": n} for n in range(10)])
+    env = relay_env(world, mongo.uri, fresh_db.name)
+    with relay_thread(env):
+        wait_until(
+            lambda: world.checkpoint(env["RELAY_ID"]) is not None,
+            deadline_s=30,
+            what="a relay checkpoint",
+        )
+
+    # WHEN it restarts in start-up mode
+    with BackfillThread(env, BackfillOptions(then_run=True, progress="off")) as running:
+
+        def streaming() -> bool:
+            relay = running.backfill._relay
+            return relay is not None and relay.state == "streaming"
+
+        wait_until(streaming, deadline_s=60, what="the relay streaming")
+        fresh_db.productos.insert_one({"n": 99})
+
+        # THEN it streams at once: no document is read again
+        world.wait_for(lambda: 99 in world.inserted_numbers(), what="the new insert")
+    assert "backfill" not in origins(world)
+
+
+def test_a_stopped_backfill_exits_cleanly_and_the_next_run_finishes_it(world, fresh_db, mongo):
+    # GIVEN a slow backfill
+    fresh_db.productos.insert_many([{"n": n} for n in range(200)])
+    env = relay_env(world, mongo.uri, fresh_db.name)
+    store = DynamoDBProgressStore(world.client("dynamodb"), world.table, env["RELAY_ID"])
+    options = BackfillOptions(rate_per_second=100, progress="off", checkpoint_interval_seconds=0.2)
+
+    # WHEN it is stopped (SIGTERM does this) a part of the way through
+    with BackfillThread(env, options) as first:
+
+        def progressed() -> bool:
+            state = store.load()
+            return state is not None and state.sent >= 50
+
+        wait_until(progressed, deadline_s=60, what="50 documents acknowledged")
+    assert first.result is not None
+    assert first.result.exit_code == 0
+    assert not first.result.handed_over
+    stopped = store.load()
+    assert stopped is not None
+    assert stopped.status == "running"
+    assert world.checkpoint(env["RELAY_ID"]) is None
+
+    # THEN the next run continues and completes, and every document reached the bus
+    result = Backfill(RelaySettings.from_env(env), BackfillOptions(progress="off")).run()
+    assert result.exit_code == 0
+    assert result.handed_over
+    world.collect()
+    read = {d["fullDocument"]["n"] for d in world.details() if d.get("origin") == "backfill"}
+    assert read == set(range(200))
+    final = store.load()
+    assert final is not None
+    assert final.status == "complete"
+    assert final.sent >= 200
+
+
+def test_handover_leaves_a_later_relay_checkpoint_alone(world, fresh_db, mongo, relay_thread):
+    # GIVEN a relay streaming while a backfill runs, and a change after the snapshot
+    fresh_db.productos.insert_many([{"n": n} for n in range(40)])
+    env = relay_env(world, mongo.uri, fresh_db.name)
+    options = BackfillOptions(rate_per_second=40, progress="off")
+    with relay_thread(env), BackfillThread(env, options) as running:
+        wait_until(
+            lambda: running.backfill.forwarder is not None, deadline_s=30, what="snapshot taken"
+        )
+        fresh_db.productos.insert_one({"n": 1000})
+
+        # WHEN the backfill finishes after the relay checkpointed that change
+        running.thread.join(timeout=60)
+        item = world.checkpoint(env["RELAY_ID"])
+
+    # THEN the relay's later checkpoint was kept, not moved back to the snapshot
+    assert running.result is not None
+    assert running.result.exit_code == 0
+    assert not running.result.handed_over
+    snapshot = running.result.snapshot.cluster_time
+    assert item is not None
+    stored = Timestamp(int(item["clusterTimeT"]["N"]), int(item["clusterTimeI"]["N"]))
+    assert stored > snapshot
+
+
+@pytest.mark.slow
+def test_snapshot_pruned_from_the_oplog_before_handover_exits_8(world):
+    """SecantusDB's bounded oplog makes real history loss; mongod needs hours for the same."""
+    from pymongo import MongoClient
+
+    from localdev.servers import running_secantus
+
+    with running_secantus(oplog_max_entries=200) as small:
+        client: MongoClient = MongoClient(small.uri)
+        db = client.pruned
+        db.productos.insert_many([{"n": n} for n in range(20)])
+        env = relay_env(world, small.uri, "pruned")
+        options = BackfillOptions(rate_per_second=10, progress="off")
+
+        # GIVEN a slow backfill WHEN far more than the oplog holds is written meanwhile
+        with BackfillThread(env, options) as running:
+            wait_until(
+                lambda: running.backfill.forwarder is not None, deadline_s=30, what="snapshot"
+            )
+            for start in range(0, 2_400, 400):
+                db.otros.insert_many([{"bulk": n} for n in range(start, start + 400)])
+            running.thread.join(timeout=60)
+        client.close()
+
+    # THEN it says the position it recorded is gone, instead of handing over a gap
+    assert running.result is not None
+    assert running.result.exit_code == EXIT_SNAPSHOT_LOST
+    assert world.checkpoint(env["RELAY_ID"]) is None
