@@ -10,12 +10,10 @@ import os
 import platform
 import shlex
 import sys
+import tempfile
 from pathlib import Path
 
 from bench.figures import BenchReport
-from bench.functions_bench import FunctionBenchConfig, run_function_bench
-from bench.relay_bench import RelayBenchConfig, run_relay_bench
-from bench.report import render_markdown, write_results
 
 DEFAULT_RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -63,16 +61,30 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--no-profile", action="store_true", help="never run the profiler")
     parser.add_argument("--skip-relay", action="store_true")
     parser.add_argument("--skip-functions", action="store_true")
-    parser.add_argument("--results-dir", type=Path, default=DEFAULT_RESULTS)
+    parser.add_argument(
+        "--results-dir",
+        type=Path,
+        default=None,
+        help=f"default {DEFAULT_RESULTS} (with --quick: a temporary folder, so a smoke run "
+        "never replaces the quoted results)",
+    )
     parser.add_argument("--quick", action="store_true", help="tiny smoke run (tests)")
     args = parser.parse_args(argv)
     if args.quick:
         args.events, args.naive_seconds, args.live_rate, args.live_seconds = 300, 2.0, 100.0, 1.0
         args.invocations, args.no_profile = 20, True
+    if args.results_dir is None:
+        quick = Path(tempfile.gettempdir()) / "mongo-change-reactions-bench-quick"
+        args.results_dir = quick if args.quick else DEFAULT_RESULTS
     return args
 
 
 def main(argv: list[str] | None = None) -> int:
+    # Imported here so `--help` and argument parsing need neither drivers nor servers.
+    from bench.functions_bench import FunctionBenchConfig, run_function_bench
+    from bench.relay_bench import RelayBenchConfig, run_relay_bench
+    from bench.report import render_markdown, write_results
+
     args = parse_args(argv)
     command = "make bench" + (f" ARGS={shlex.quote(shlex.join(argv))}" if argv else "")
     if argv is None:

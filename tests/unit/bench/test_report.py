@@ -100,3 +100,13 @@ def test_functions_are_compared_with_their_bare_baseline():
     text = render_markdown(report)
 
     assert "| stock_alert | bare boto3 SNS publish | 2.0x | 3.0x |" in text
+
+
+def test_a_quick_run_never_writes_over_the_quoted_results():
+    from bench.cli import DEFAULT_RESULTS, parse_args
+
+    quick, full = parse_args(["--quick"]), parse_args([])
+
+    assert full.results_dir == DEFAULT_RESULTS
+    assert quick.results_dir != DEFAULT_RESULTS
+    assert (quick.events, full.events) == (300, 20_000)
