@@ -182,3 +182,21 @@ def test_snapshot_pruned_from_the_oplog_before_handover_exits_8(world):
     assert running.result is not None
     assert running.result.exit_code == EXIT_SNAPSHOT_LOST
     assert world.checkpoint(env["RELAY_ID"]) is None
+
+
+def test_an_oversize_document_is_shrunk_by_the_relays_tiers(world, fresh_db, mongo):
+    # GIVEN a document larger than the request limit, beside a small one
+    fresh_db.productos.insert_many([{"_id": 1, "notes": "x" * 6000}, {"_id": 2, "cantidad": 3}])
+    env = relay_env(world, mongo.uri, fresh_db.name, MAX_REQUEST_BYTES="4096")
+
+    # WHEN backfilled
+    result = Backfill(RelaySettings.from_env(env), BackfillOptions(progress="off")).run()
+
+    # THEN both arrive; the large one without its document, saying so, still marked backfill
+    assert result.exit_code == 0
+    world.collect()
+    by_id = {d["documentKey"]["_id"]: d for d in world.details()}
+    assert by_id[1]["truncated"] == ["fullDocument"]
+    assert "fullDocument" not in by_id[1]
+    assert by_id[1]["origin"] == "backfill"
+    assert by_id[2]["fullDocument"] == {"_id": 2, "cantidad": 3}
