@@ -31,6 +31,7 @@ from bson.decimal128 import Decimal128
 from bson.errors import BSONError
 from bson.int64 import Int64
 from pymongo import MongoClient
+from pymongo.client_session import ClientSession
 from pymongo.errors import OperationFailure, PyMongoError
 
 from change_contract import ContractError, backfill_change
@@ -640,22 +641,28 @@ class Backfill:
         assert forwarder is not None
         snapshot_time = state.snapshot.cluster_time
         assert snapshot_time is not None
-        for (db, coll), last_id in state.remaining():
-            outcome = self._read_namespace(db, coll, last_id, snapshot_time)
-            if outcome is not None:
-                return outcome
-            forwarder.add_position(Position({"db": db, "coll": coll, "done": True}, snapshot_time))
-            logger.info("collection backfilled", db=db, coll=coll)
+        # A causally consistent session that has seen the snapshot time reads with
+        # `afterClusterTime`: even a lagging secondary (a readPreference in the URI) returns
+        # every write up to the snapshot, which the stream will not replay.
+        with self._mongo.start_session(causal_consistency=True) as session:
+            session.advance_operation_time(snapshot_time)
+            for (db, coll), last_id in state.remaining():
+                outcome = self._read_namespace(session, db, coll, last_id, snapshot_time)
+                if outcome is not None:
+                    return outcome
+                done = Position({"db": db, "coll": coll, "done": True}, snapshot_time)
+                forwarder.add_position(done)
+                logger.info("collection backfilled", db=db, coll=coll)
         return EXIT_OK
 
     def _read_namespace(
-        self, db: str, coll: str, last_id: Any, snapshot_time: Timestamp
+        self, session: ClientSession, db: str, coll: str, last_id: Any, snapshot_time: Timestamp
     ) -> int | None:
         """Read one collection from after `last_id`; reopens the cursor after a server error."""
         delay = 0.5
         while not self._stop.is_set():
             try:
-                for document in self._documents(db, coll, last_id):
+                for document in self._documents(session, db, coll, last_id):
                     last_id = document["_id"]
                     outcome = self._forward_one(document, db, coll, snapshot_time)
                     if outcome is not None:
@@ -671,10 +678,12 @@ class Backfill:
                 delay = min(delay * 2, self.settings.reconnect_max_seconds)
         return EXIT_OK
 
-    def _documents(self, db: str, coll: str, last_id: Any) -> Iterator[Any]:
+    def _documents(self, session: ClientSession, db: str, coll: str, last_id: Any) -> Iterator[Any]:
         collection = self._mongo.get_database(db, codec_options=CODEC_OPTIONS)[coll]
         query = namespace_query(self.options.query, last_id)
-        cursor = collection.find(query, sort=[("_id", 1)], batch_size=self.options.batch_size)
+        cursor = collection.find(
+            query, sort=[("_id", 1)], batch_size=self.options.batch_size, session=session
+        )
         with cursor:
             yield from cursor
 
