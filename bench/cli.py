@@ -9,6 +9,7 @@ import datetime as dt
 import os
 import platform
 import shlex
+import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -34,7 +35,34 @@ def machine() -> dict[str, str]:
         "python": platform.python_version(),
         "platform": f"{platform.system()} {platform.machine()}",
         "when": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "code": measured_code(),
     }
+
+
+def measured_code() -> str:
+    """The commit of the measured code, and whether the work tree differs from it."""
+    root = Path(__file__).resolve().parent.parent
+    paths = ["relay", "functions", "layers"]
+    try:
+        commit = subprocess.run(
+            ["git", "log", "-1", "--format=%h", "--", *paths],
+            cwd=root,
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=30,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--", *paths],
+            cwd=root,
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=30,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError) as error:
+        return f"unknown ({error})"
+    return f"{commit} (work tree {'with uncommitted changes' if dirty else 'clean'})"
 
 
 def _shown(path: Path) -> str:
