@@ -14,7 +14,7 @@ from typing import Any
 from bson import Decimal128, Int64, ObjectId, Timestamp
 from bson.binary import Binary
 
-from change_contract import encode_change
+from change_contract import encode_backfill, encode_change
 from change_contract.encode import PutEventsEntry
 
 ACCOUNT = "123456789012"
@@ -214,6 +214,17 @@ def _invalidate() -> dict[str, Any]:
     return _sample(change("invalidate", 60, increment=2))
 
 
+def _backfill_low_stock() -> dict[str, Any]:
+    # A product already low when the system was deployed, published by `python -m relay backfill`.
+    doc = product(ARROZ, "Arroz largo", 3, precio=Decimal128("1.95"), updatedBy="luis")
+    snapshot = Timestamp(EPOCH + 70, 1)
+    read_at = dt.datetime.fromtimestamp(EPOCH + 72, tz=dt.UTC) + dt.timedelta(milliseconds=456)
+    encoded = encode_backfill(
+        doc, NAMESPACE, snapshot, read_at=read_at, bus_name=BUS_NAME, fast=False
+    )
+    return lambda_event(encoded.entry)
+
+
 def _malformed() -> dict[str, Any]:
     # An envelope that claims to be a change event but whose detail is not one.
     event = _insert()
@@ -237,6 +248,7 @@ SAMPLES: dict[str, Callable[[], dict[str, Any]]] = {
     "delete-with-pre-image": _delete_with_pre_image,
     "drop": _drop,
     "invalidate": _invalidate,
+    "backfill-low-stock": _backfill_low_stock,
     "malformed-not-a-change": _malformed,
 }
 
