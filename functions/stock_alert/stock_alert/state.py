@@ -1,9 +1,12 @@
 """Per-product alert state in DynamoDB: the last level acted on, ordered by cluster time.
 
-EventBridge delivers out of order and more than once; every write is conditional on being newer
-than what is stored, so a late or repeated event can never re-open a low-stock episode.
+EventBridge delivers out of order and more than once. An event older than the stored state
+decides nothing, so a late or repeated event can never re-open a low-stock episode; every write
+is conditional on the item being unchanged since it was read (optimistic concurrency), so two
+events racing for one product decide one after the other.
 Item: `productKey` (S, partition key), `clusterTime` (N), `eventId` (S), `level` (S),
-`pendingAlert` (BOOL: an alert decided and not yet confirmed published), `updatedAt` (S).
+`pendingAlertEvent` (S, present while an event owes a page it decided), `version` (N),
+`updatedAt` (S).
 """
 
 import datetime as dt
@@ -20,7 +23,7 @@ if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
 
 # Re-reads after losing a conditional write to a concurrent event for the same product.
-MAX_ATTEMPTS = 4
+MAX_ATTEMPTS = 5
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,43 +54,49 @@ class AlertStateStore:
         """Record `level` for the product if this event is the newest, and say whether to page.
 
         `previous_hint` is the level before the change when the event itself shows it (a
-        pre-image, or an insert); otherwise the stored level is the previous one. An alert that
-        an earlier event decided but did not confirm (`pendingAlert`) is carried forward while
-        the product stays low, so a failure between deciding and publishing loses no page.
+        pre-image, or an insert); otherwise the stored level is the previous one. An event that
+        decided to page records itself in `pendingAlertEvent` until `confirm`: if its publish
+        fails, its retry still pages, even after newer changes, unless the product was restocked
+        (the episode is over) or a newer escalation took the page over.
         """
         for _ in range(MAX_ATTEMPTS):
             item = self._read(product_key)
+            stored = Level(item["level"]["S"]) if item is not None else Level.OK
             if item is not None:
+                if item.get("pendingAlertEvent", {}).get("S") == event_id:
+                    # This event decided to page before, and its publish did not complete.
+                    return Decision(alert=True, previous=stored, resumed=True)
                 stored_time = int(item["clusterTime"]["N"])
-                stored_event = item["eventId"]["S"]
-                pending = item.get("pendingAlert", {}).get("BOOL", False)
-                if stored_time == cluster_time and stored_event == event_id:
-                    # This event was decided before and is being retried.
-                    return Decision(alert=pending, previous=Level(item["level"]["S"]), resumed=True)
+                if stored_time == cluster_time and item["eventId"]["S"] == event_id:
+                    return Decision(alert=False, previous=stored, resumed=True)
                 if stored_time > cluster_time:
-                    return Decision(alert=False, previous=Level(item["level"]["S"]), stale=True)
-            stored_level = Level(item["level"]["S"]) if item is not None else Level.OK
-            previous = previous_hint if previous_hint is not None else stored_level
-            carried = item is not None and item.get("pendingAlert", {}).get("BOOL", False)
-            alert = level.rank > previous.rank or (carried and level is not Level.OK)
-            if self._write(product_key, cluster_time, event_id, level, alert):
+                    return Decision(alert=False, previous=stored, stale=True)
+            previous = previous_hint if previous_hint is not None else stored
+            alert = level.rank > previous.rank
+            if alert:
+                pending: str | None = event_id
+            elif item is not None and level is not Level.OK:
+                # Still low: an earlier page not yet confirmed stays owed by its event.
+                pending = item.get("pendingAlertEvent", {}).get("S")
+            else:
+                pending = None
+            if self._write(product_key, item, cluster_time, event_id, level, pending):
                 return Decision(alert=alert, previous=previous)
         raise DownstreamError(f"alert state of {product_key} kept changing; retry later")
 
     def confirm(self, product_key: str, event_id: str) -> None:
-        """Mark the alert of `event_id` as published, unless a newer event already took over."""
+        """Mark the page of `event_id` as published, unless a newer decision replaced it."""
         try:
             self._client.update_item(
                 TableName=self._table,
                 Key={"productKey": {"S": product_key}},
-                UpdateExpression="SET pendingAlert = :false",
-                ConditionExpression="eventId = :event",
-                ExpressionAttributeValues={":false": {"BOOL": False}, ":event": {"S": event_id}},
+                UpdateExpression="REMOVE pendingAlertEvent SET version = version + :one",
+                ConditionExpression="pendingAlertEvent = :event",
+                ExpressionAttributeValues={":one": {"N": "1"}, ":event": {"S": event_id}},
             )
         except ClientError as error:
             if _condition_failed(error):
-                # A newer event replaced the item; it carried the pending alert forward and
-                # will page again only if it decided so itself.
+                # A newer decision already took the page over or closed the episode.
                 self._logger.info("alert state taken over by a newer event", product=product_key)
                 return
             raise self._failure("confirm", error) from error
@@ -107,31 +116,37 @@ class AlertStateStore:
         return item
 
     def _write(
-        self, product_key: str, cluster_time: int, event_id: str, level: Level, alert: bool
+        self,
+        product_key: str,
+        read: dict[str, Any] | None,
+        cluster_time: int,
+        event_id: str,
+        level: Level,
+        pending: str | None,
     ) -> bool:
         # Two changes to one product in one transaction share a cluster time; they are told
         # apart by event id only (their order is then the delivery order, as resume tokens
         # are opaque here). Lifting this needs an ordered token, which not every server gives.
+        version = int(read["version"]["N"]) if read is not None else 0
+        item: dict[str, Any] = {
+            "productKey": {"S": product_key},
+            "clusterTime": {"N": str(cluster_time)},
+            "eventId": {"S": event_id},
+            "level": {"S": level.value},
+            "version": {"N": str(version + 1)},
+            "updatedAt": {"S": dt.datetime.now(dt.UTC).isoformat()},
+        }
+        if pending is not None:
+            item["pendingAlertEvent"] = {"S": pending}
+        if read is None:
+            condition: dict[str, Any] = {"ConditionExpression": "attribute_not_exists(productKey)"}
+        else:
+            condition = {
+                "ConditionExpression": "version = :version",
+                "ExpressionAttributeValues": {":version": {"N": str(version)}},
+            }
         try:
-            self._client.put_item(
-                TableName=self._table,
-                Item={
-                    "productKey": {"S": product_key},
-                    "clusterTime": {"N": str(cluster_time)},
-                    "eventId": {"S": event_id},
-                    "level": {"S": level.value},
-                    "pendingAlert": {"BOOL": alert},
-                    "updatedAt": {"S": dt.datetime.now(dt.UTC).isoformat()},
-                },
-                ConditionExpression=(
-                    "attribute_not_exists(productKey) OR clusterTime < :time"
-                    " OR (clusterTime = :time AND eventId <> :event)"
-                ),
-                ExpressionAttributeValues={
-                    ":time": {"N": str(cluster_time)},
-                    ":event": {"S": event_id},
-                },
-            )
+            self._client.put_item(TableName=self._table, Item=item, **condition)
         except ClientError as error:
             if _condition_failed(error):
                 self._logger.info("alert state changed meanwhile, deciding again")

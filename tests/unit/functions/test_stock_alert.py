@@ -373,9 +373,9 @@ def test_concurrent_duplicates_page_once(app, lambda_context):
 
 
 def test_concurrent_different_sales_page_once(app, lambda_context):
-    # GIVEN two different sales of one product into the low zone, handled at the same moment
-    events = [quantity_event(10, 8), quantity_event(11, 7)]
-    barrier = threading.Barrier(2)
+    # GIVEN four different sales of one product into the low zone, handled at the same moment
+    events = [quantity_event(10 + index, 8 - index) for index in range(4)]
+    barrier = threading.Barrier(len(events))
 
     def deliver(event: dict[str, Any]) -> None:
         barrier.wait(timeout=10)
@@ -410,25 +410,50 @@ def test_failed_publish_is_retried_and_pages_once(app, lambda_context):
     # THEN one page went out and the episode is recorded as paged
     assert len(published()) == 1
     item = boto3.client("dynamodb").scan(TableName=STATE_TABLE)["Items"][0]
-    assert item["pendingAlert"] == {"BOOL": False}
+    assert "pendingAlertEvent" not in item
     assert item["level"] == {"S": "LOW_STOCK"}
 
 
-def test_alert_decided_but_not_sent_is_carried_by_the_next_change(app, lambda_context):
-    # GIVEN a sale into the low zone whose publish failed
-    first = quantity_event(10, 8)
+def _fail_first_publish(app, lambda_context, event):
     boto3.client("sns").delete_topic(TopicArn=TOPIC_ARN)
     with pytest.raises(DownstreamError):
-        app.handler(first, lambda_context)
+        app.handler(event, lambda_context)
     boto3.client("sns").create_topic(Name=TOPIC)
 
+
+def test_page_owed_by_a_failed_event_is_sent_by_its_retry_after_newer_sales(app, lambda_context):
+    # GIVEN a sale into the low zone whose publish failed
+    first = quantity_event(10, 8)
+    _fail_first_publish(app, lambda_context, first)
+
     # WHEN a newer sale (still low) is handled before the retry of the first
-    assert app.handler(quantity_event(11, 7), lambda_context)["outcome"] == "alerted"
+    newer = app.handler(quantity_event(11, 7), lambda_context)
     retried = app.handler(first, lambda_context)
 
-    # THEN the episode was paged once, by the newer change; the late retry is stale
+    # THEN the newer sale does not page (the episode was open), the retry pays its debt: once
+    assert newer["outcome"] == "no alert"
+    assert retried["outcome"] == "alerted"
+    assert levels(published()) == ["LOW_STOCK"]
+
+
+def test_page_owed_is_dropped_when_the_product_was_restocked_meanwhile(app, lambda_context):
+    first = quantity_event(10, 8)
+    _fail_first_publish(app, lambda_context, first)
+
+    app.handler(quantity_event(11, 40), lambda_context)
+    retried = app.handler(first, lambda_context)
+
     assert retried["reason"] == "stale"
-    assert len(published()) == 1
+    assert published() == []
+
+
+def test_newer_escalation_takes_over_an_owed_page(app, lambda_context):
+    first = quantity_event(10, 8)
+    _fail_first_publish(app, lambda_context, first)
+
+    assert app.handler(quantity_event(11, 0), lambda_context)["outcome"] == "alerted"
+    assert app.handler(first, lambda_context)["reason"] == "stale"
+    assert levels(published()) == ["OUT_OF_STOCK"]
 
 
 def test_state_table_failure_is_raised_for_retry(app, lambda_context):
