@@ -245,9 +245,11 @@ class SnsPublishTap:
     def __init__(self) -> None:
         self._published: dict[str, Mapping[str, Any]] = {}
         self._recorded = threading.Condition()
+        self._created_session = False
 
     def install(self) -> None:
-        if boto3.DEFAULT_SESSION is None:
+        self._created_session = boto3.DEFAULT_SESSION is None
+        if self._created_session:
             boto3.setup_default_session()
         assert boto3.DEFAULT_SESSION is not None
         events = boto3.DEFAULT_SESSION.events
@@ -261,6 +263,10 @@ class SnsPublishTap:
             events = boto3.DEFAULT_SESSION.events
             events.unregister("before-parameter-build.sns.Publish", unique_id=self.UNIQUE_ID)
             events.unregister("after-call.sns.Publish", unique_id=self.UNIQUE_ID + "-2")
+        if self._created_session:
+            # The session cached moto's credentials: forget it, as before the pipeline ran.
+            boto3.DEFAULT_SESSION = None
+            self._created_session = False
 
     def _remember(self, params: Mapping[str, Any], context: dict[str, Any], **_: Any) -> None:
         context[self.UNIQUE_ID] = dict(params)
@@ -449,7 +455,9 @@ class PipelineConfig:
     template_path: Path = TEMPLATE_PATH
     parameters: Mapping[str, str] = field(default_factory=dict)
     relay_id: str = "local-demo"
-    function_log_level: str = "WARNING"
+    # None: the template's POWERTOOLS_LOG_LEVEL. Powertools loggers are per service name and
+    # process-wide, so a level set here outlives the pipeline in the same process.
+    function_log_level: str | None = None
     relay_log_level: str = "INFO"
     max_attempts: int | None = None  # None: the template's MaximumRetryAttempts + 1
     retry_delays_s: Sequence[float] = (0.5, 1.0)
@@ -799,10 +807,11 @@ class LocalPipeline:
         environment = {
             **declared.get(logical_id, {}),
             **self._aws_environment,
-            "POWERTOOLS_LOG_LEVEL": self.config.function_log_level,
             # No X-Ray daemon here.
             "POWERTOOLS_TRACE_DISABLED": "true",
         }
+        if self.config.function_log_level is not None:
+            environment["POWERTOOLS_LOG_LEVEL"] = self.config.function_log_level
         if logical_id == "AuditWriterFunction":
             # On AWS the URI comes from Secrets Manager; locally it is given directly.
             environment.pop("MONGODB_URI_SECRET_ARN", None)
