@@ -40,6 +40,7 @@ DEFAULT_ROUTES: dict[str, set[str]] = {
     "delete-with-pre-image": {AUDIT},  # a delete is not a stock change
     "drop": set(),
     "invalidate": set(),
+    "backfill-low-stock": {STOCK, AUDIT},  # a backfill read is an insert, cantidad 3
     "malformed-not-a-change": set(),
 }
 
@@ -73,6 +74,7 @@ VARIANTS: dict[str, tuple[dict[str, str], dict[str, set[str]]]] = {
         {
             "insert": {AUDIT},
             "insert-low-stock": {AUDIT},
+            "backfill-low-stock": {AUDIT},
             "update-low-stock": {UPDATE, AUDIT},
             "update-low-stock-replayed": {UPDATE, AUDIT},
             "update-low-stock-no-pre-image": {UPDATE, AUDIT},
