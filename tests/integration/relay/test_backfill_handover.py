@@ -1,7 +1,10 @@
 """Backfill handover to streaming: start-up mode, clean stop, a later checkpoint, lost snapshot."""
 
+import base64
+import json
 import threading
 
+import bson
 import pytest
 from bson import Timestamp
 
@@ -200,3 +203,68 @@ def test_an_oversize_document_is_shrunk_by_the_relays_tiers(world, fresh_db, mon
     assert "fullDocument" not in by_id[1]
     assert by_id[1]["origin"] == "backfill"
     assert by_id[2]["fullDocument"] == {"_id": 2, "cantidad": 3}
+
+
+class RejectingBus:
+    """Accepts every entry except the read of product n=5, which it rejects for good."""
+
+    def __init__(self) -> None:
+        self.accepted: list[int] = []
+
+    def put_events(self, Entries):
+        results = []
+        for entry in Entries:
+            n = json.loads(entry["Detail"])["fullDocument"]["n"]
+            if n == 5:
+                results.append({"ErrorCode": "MalformedDetail", "ErrorMessage": "no"})
+            else:
+                self.accepted.append(n)
+                results.append({"EventId": str(n)})
+        failed = sum(1 for result in results if "ErrorCode" in result)
+        return {"FailedEntryCount": failed, "Entries": results}
+
+
+def test_a_read_rejected_for_good_is_dead_lettered_and_the_backfill_goes_on(world, fresh_db, mongo):
+    # GIVEN an EventBridge that rejects one read for good, and a dead-letter queue
+    fresh_db.productos.insert_many([{"_id": n, "n": n} for n in range(20)])
+    env = relay_env(world, mongo.uri, fresh_db.name)
+    bus = RejectingBus()
+
+    # WHEN backfilled
+    result = Backfill(
+        RelaySettings.from_env(env), BackfillOptions(progress="off"), events=bus
+    ).run()
+
+    # THEN the others were sent, the rejected one is in the DLQ with its raw change, and done
+    assert result.exit_code == 0
+    assert sorted(bus.accepted) == [n for n in range(20) if n != 5]
+    letters = world.dead_letters()
+    assert len(letters) == 1
+    assert letters[0]["errorCode"] == "MalformedDetail"
+    assert letters[0]["eventId"].startswith("backfill:")
+    raw = bson.decode(base64.b64decode(letters[0]["rawEventBson"]))
+    assert raw["fullDocument"] == {"_id": 5, "n": 5}
+    assert raw["origin"] == "backfill"
+
+
+def test_with_halt_on_permanent_failure_it_stops_before_the_rejected_read(world, fresh_db, mongo):
+    # GIVEN ON_PERMANENT_FAILURE=halt
+    fresh_db.productos.insert_many([{"_id": n, "n": n} for n in range(20)])
+    env = relay_env(world, mongo.uri, fresh_db.name, ON_PERMANENT_FAILURE="halt")
+    env["BATCH_MAX_ENTRIES"] = "1"
+    env["MAX_IN_FLIGHT_REQUESTS"] = "1"
+
+    # WHEN the read of n=5 is rejected
+    backfill = Backfill(
+        RelaySettings.from_env(env), BackfillOptions(progress="off"), events=RejectingBus()
+    )
+    result = backfill.run()
+
+    # THEN it halts (exit 3), its progress stands before the rejected read, nothing handed over
+    assert result.exit_code == 3
+    assert not result.handed_over
+    state = DynamoDBProgressStore(world.client("dynamodb"), world.table, env["RELAY_ID"]).load()
+    assert state is not None
+    assert state.status == "running"
+    assert state.last is not None
+    assert state.last["lastId"] < 5
