@@ -863,6 +863,9 @@ def parser() -> argparse.ArgumentParser:
         "--progress-interval", type=float, default=15.0, help="seconds between progress log lines"
     )
     command.add_argument(
+        "--status", action="store_true", help="print the stored progress as JSON and exit"
+    )
+    command.add_argument(
         "--checkpoint-interval",
         type=float,
         default=1.0,
@@ -916,6 +919,8 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
         sys.stderr.write(f"relay backfill: {error}\n")
         return EXIT_CONFIG
     backfill = Backfill(settings, options)
+    if arguments.status:
+        return print_status(backfill.progress_store)
 
     def on_signal(signum: int, _frame: Any) -> None:
         logger.info("signal received", signal=signal.Signals(signum).name)
@@ -936,6 +941,36 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
         + "\n"
     )
     return result.exit_code
+
+
+def describe_state(state: BackfillState | None, where: str) -> dict[str, Any]:
+    """The stored progress as `--status` prints it (no document content: ids only)."""
+    if state is None:
+        return {"store": where, "backfill": None}
+    last = None
+    if state.last is not None:
+        last = json.loads(json_util.dumps(state.last, json_options=json_util.RELAXED_JSON_OPTIONS))
+    return {
+        "store": where,
+        "status": state.status,
+        "documentsSent": state.sent,
+        "namespaces": [f"{db}.{coll}" for db, coll in state.namespaces],
+        "filter": json.loads(state.query),
+        "lastAcknowledged": last,
+        "snapshotTime": _time_of(state.snapshot),
+        "startedAt": dt.datetime.fromtimestamp(state.started_at, tz=dt.UTC).isoformat(),
+        "runId": state.run_id,
+    }
+
+
+def print_status(store: ProgressStore) -> int:
+    try:
+        state = store.load()
+    except CheckpointError as error:
+        sys.stderr.write(f"relay backfill: {error}\n")
+        return EXIT_ERROR
+    sys.stdout.write(json.dumps(describe_state(state, store.describe()), indent=2) + "\n")
+    return EXIT_OK
 
 
 def _time_of(position: Position | None) -> dict[str, int] | None:

@@ -244,3 +244,29 @@ def test_relay_cli_dispatches_backfill_and_replay_with_their_options(capsys):
     assert "configuration error: MONGODB_URI" in capsys.readouterr().err
     assert relay_main(["replay", "--from", "now-1h", "--to", "now"], env={}) == 2
     assert "EVENT_BUS_NAME (or --bus) is required" in capsys.readouterr().err
+
+
+def test_status_prints_the_stored_progress_without_documents(capsys):
+    from relay.backfill import print_status
+
+    oid = ObjectId("6750a1f0c2b4a1e0f0a1b001")
+    with mock_aws():
+        client = boto3.client("dynamodb")
+        client.create_table(
+            TableName="checkpoints",
+            KeySchema=[{"AttributeName": "relayId", "KeyType": "HASH"}],
+            AttributeDefinitions=[{"AttributeName": "relayId", "AttributeType": "S"}],
+            BillingMode="PAY_PER_REQUEST",
+        )
+        store = DynamoDBProgressStore(client, "checkpoints", "relay-1")
+        assert print_status(store) == 0
+        assert json.loads(capsys.readouterr().out)["backfill"] is None
+        store.save(state(last={"db": "clase", "coll": "productos", "lastId": oid}, sent=7))
+        assert print_status(store) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["status"] == "running"
+    assert printed["documentsSent"] == 7
+    assert printed["namespaces"] == ["clase.productos", "clase.otros"]
+    assert printed["lastAcknowledged"]["lastId"] == {"$oid": str(oid)}
+    assert printed["snapshotTime"] == {"t": 1_796_300_000, "i": 3}
+    assert printed["store"] == "dynamodb://checkpoints/relay-1#backfill"
