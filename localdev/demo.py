@@ -81,6 +81,9 @@ def describe(reaction: Reaction) -> list[str]:
         lines = [f"  {stamp} CHANGE       {reaction.subject or ''}".rstrip()]
         # The email text is the one written for people; `default` may be JSON for machines.
         return lines + _indent(reaction.email or reaction.text, f"{pad}  ", EMAIL_LINES)
+    if reaction.kind == "operations":
+        lines = [f"  {stamp} OPERATIONS   {reaction.subject or ''}".rstrip()]
+        return lines + _indent(reaction.email or reaction.text, f"{pad}  ", EMAIL_LINES)
     record = reaction.record
     what = str(record.get("operationType", "?"))
     fields = record.get("changedFields") or []

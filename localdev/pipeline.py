@@ -216,7 +216,7 @@ def load_model(path: Path, parameters: Mapping[str, str]) -> TemplateModelView:
 class Reaction:
     """Something a function did that a person would see: an alert, a notification, a record."""
 
-    kind: str  # "alert" | "notification" | "audit"
+    kind: str  # "alert" | "notification" | "audit" | "operations" (stream gaps)
     received_at: dt.datetime
     text: str
     subject: str | None = None
@@ -711,7 +711,7 @@ class LocalPipeline:
             arn = sns.create_topic(Name=topic.name)["TopicArn"]
             inbox = sqs.create_queue(QueueName=f"{topic.name}-inbox")["QueueUrl"]
             sns.subscribe(TopicArn=arn, Protocol="sqs", Endpoint=_queue_arn(sqs, inbox))
-            resources.inboxes[kind_of_topic.get(topic.arn, topic.logical_id)] = inbox
+            resources.inboxes[kind_of_topic.get(topic.arn, "operations")] = inbox
             topic_inbox[topic.logical_id] = inbox
 
         # Each rule as the template writes it. A Lambda target becomes the function's queue and
@@ -865,7 +865,7 @@ class LocalPipeline:
         assert self.mongo is not None
         self.collector = ReactionCollector(
             self.client("sqs"),
-            {kind: url for kind, url in resources.inboxes.items() if kind != "operations"},
+            resources.inboxes,
             resources.tap_queue_url,
             self.mongo[DATABASE][AUDIT_COLLECTION],
             self.publish_tap,

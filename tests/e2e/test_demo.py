@@ -112,3 +112,10 @@ def test_reactions_are_described_for_people():
     assert describe(audit) == [
         "  12:00:01.500 AUDIT        12:00:01.500 caja-01 update Pan fields: cantidad"
     ]
+
+
+def test_operations_messages_are_shown_as_such():
+    when = dt.datetime(2026, 12, 3, 12, 0, 1, tzinfo=dt.UTC)
+    gap = Reaction("operations", when, "history lost", subject="Change stream gap")
+    assert describe(gap)[0] == "  12:00:01.000 OPERATIONS   Change stream gap"
+    assert describe(gap)[1].strip() == "history lost"
