@@ -17,6 +17,7 @@ from moto import mock_aws
 from moto.dynamodb.models.table import Table as MotoTable
 from reaction_runtime import (
     SMS_MAX_BYTES,
+    Clients,
     ConfigError,
     DownstreamError,
     IdempotencySettings,
@@ -462,3 +463,15 @@ def test_moto_conditional_put_is_not_atomic_across_threads(monkeypatch):
 
 def test_aws_fixture_makes_conditional_puts_atomic(aws):
     assert _conditional_puts(8) == ["refused"] * 7 + ["written"]
+
+
+def test_clients_are_made_once_and_can_be_swapped(aws):
+    clients = Clients()
+    first = clients.get("sns")
+
+    assert clients.get("sns") is first
+    assert first.meta.config.retries == {"mode": "standard", "total_max_attempts": 5}
+
+    stand_in = boto3.client("sns", region_name="eu-west-1")
+    clients.override("sns", stand_in)
+    assert clients.get("sns") is stand_in
