@@ -45,6 +45,7 @@ from relay.service import (
     EXIT_ERROR,
     EXIT_HALTED,
     EXIT_OK,
+    FATAL_CODES,
     Relay,
     aws_client,
     build_checkpoint_store,
@@ -669,6 +670,8 @@ class Backfill:
                         return outcome
                 return None
             except PyMongoError as error:
+                if isinstance(error, OperationFailure) and error.code in FATAL_CODES:
+                    raise BackfillError(f"cannot read {db}.{coll}: {error}") from error
                 # A cursor is not resumed by the driver: reopen after the last read `_id`.
                 logger.warning(
                     "backfill read failed, reopening", db=db, coll=coll, error=str(error)
@@ -718,10 +721,13 @@ class Backfill:
     def _finish(self, saver: Ticker, code: int) -> int:
         forwarder = self.forwarder
         assert forwarder is not None
-        # Every read must be acknowledged before the backfill can call itself complete; a stop
-        # request only bounds the wait.
-        deadline = self.settings.stop_deadline_seconds if self._stop.is_set() else 24 * 3600.0
-        drained = forwarder.drain(deadline)
+        # Every read must be acknowledged before the backfill can call itself complete: wait as
+        # long as the retries take, until a stop request, which then bounds the wait.
+        drained = forwarder.drain(1.0)
+        while not drained and forwarder.halt_error is None and not self._stop.is_set():
+            drained = forwarder.drain(1.0)
+        if not drained and forwarder.halt_error is None:
+            drained = forwarder.drain(self.settings.stop_deadline_seconds)
         if not drained and code == EXIT_OK:
             code = EXIT_HALTED if forwarder.halt_error is not None else EXIT_ERROR
             if forwarder.halt_error is None:

@@ -8,6 +8,7 @@ import bson
 import pytest
 from bson import Timestamp
 
+from localdev import failpoints
 from localdev.servers import wait_until
 from relay.backfill import (
     EXIT_SNAPSHOT_LOST,
@@ -268,3 +269,29 @@ def test_with_halt_on_permanent_failure_it_stops_before_the_rejected_read(world,
     assert state.status == "running"
     assert state.last is not None
     assert state.last["lastId"] < 5
+
+
+def test_a_failed_read_reopens_after_the_last_document_read(
+    world, fresh_db, mongo, mongo_client, caplog
+):
+    # GIVEN a collection read in small batches, and getMore losing its connection twice
+    fresh_db.productos.insert_many([{"_id": n, "n": n} for n in range(100)])
+    env = relay_env(world, mongo.uri, fresh_db.name)
+    backfill = Backfill(RelaySettings.from_env(env), BackfillOptions(progress="off", batch_size=10))
+
+    # WHEN backfilled through the failures
+    with failpoints.fail_point(
+        mongo_client,
+        "failCommand",
+        {"times": 2},
+        {"failCommands": ["getMore"], "closeConnection": True},
+    ):
+        result = backfill.run()
+
+    # THEN each document was read and sent once: the cursor reopened after the last one read
+    assert result.exit_code == 0
+    world.collect()
+    read = [d["fullDocument"]["n"] for d in world.details() if d.get("origin") == "backfill"]
+    assert sorted(read) == list(range(100))
+    assert sum(len(envelopes) for envelopes in world.seen.values()) == 100
+    assert "backfill read failed, reopening" in caplog.text
