@@ -2,7 +2,6 @@
 
 import json
 
-import pytest
 from bson import Timestamp
 
 from change_contract import decode_event
@@ -334,7 +333,6 @@ def test_history_lost_with_restart_publishes_a_gap_event_and_goes_on(
     assert gap["detail"]["scope"]["db"] == fresh_db.name
 
 
-@pytest.mark.slow
 def test_history_pruned_from_the_oplog_is_reported_as_lost(world, mongo, relay_thread):
     """SecantusDB's bounded oplog makes real history loss; mongod needs hours for the same."""
     from pymongo import MongoClient
