@@ -13,7 +13,7 @@ STAMP := $(VENV)/.installed
 FUNCTIONS := $(wildcard functions/*/app.py)
 # Project code checked with mypy --strict (functions are checked one folder at a time, since
 # every handler module is called `app`).
-STRICT_PATHS := layers/shared/change_contract localdev $(wildcard relay) $(wildcard bench)
+STRICT_PATHS := layers/shared/change_contract layers/shared/reaction_runtime localdev $(wildcard relay) $(wildcard bench)
 
 .PHONY: help venv lock test lint typecheck pytest templates relay-image demo events bench build clean
 

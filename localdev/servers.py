@@ -23,6 +23,23 @@ from typing import IO
 
 START_DEADLINE_S = 30.0
 STOP_DEADLINE_S = 10.0
+_PR_SET_PDEATHSIG = 1  # prctl option (linux/prctl.h): signal this process when its parent dies
+
+
+def _die_with_parent() -> None:
+    """Run in the child before exec: SIGTERM it when the process that started it dies.
+
+    Fixtures and the demo stop their servers in `finally`, but a SIGKILLed test run or demo runs
+    no `finally`; without this its servers would outlive it and keep their ports. Linux only
+    (elsewhere a no-op). The signal follows the *thread* that started the child, so servers are
+    started from long-lived threads (the main thread, in practice).
+    """
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
 
 
 class ServerStartError(RuntimeError):
@@ -84,6 +101,7 @@ class ManagedProcess:
             stdin=subprocess.DEVNULL,
             env=self.env,
             start_new_session=True,
+            preexec_fn=_die_with_parent,
         )
 
     @property

@@ -7,13 +7,13 @@ DynamoDB client per container) is built on first use and kept. The logic is in `
 from typing import Any
 
 from aws_lambda_powertools.utilities.typing import LambdaContext
-from reaction_runtime import ReactionRuntime
 
 from audit_writer.log import SERVICE
 from audit_writer.settings import AuditSettings
 from audit_writer.stores import AuditStore, make_store
 from audit_writer.writer import Outcome, audit_change
 from change_contract import ChangeEvent
+from reaction_runtime import ReactionRuntime
 
 runtime = ReactionRuntime(SERVICE)
 settings = AuditSettings.from_env()

@@ -7,8 +7,8 @@ logic is in the `stock_alert` package; the shared runtime decodes, de-duplicates
 from typing import Any
 
 from aws_lambda_powertools.utilities.typing import LambdaContext
-from reaction_runtime import ReactionRuntime, SnsPublisher
 
+from reaction_runtime import ReactionRuntime, SnsPublisher
 from stock_alert import AlertStateStore, StockAlertService, StockAlertSettings
 
 runtime = ReactionRuntime("stock_alert")

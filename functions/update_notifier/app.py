@@ -7,8 +7,8 @@ is in the `update_notifier` package; the shared runtime decodes, de-duplicates a
 from typing import Any
 
 from aws_lambda_powertools.utilities.typing import LambdaContext
-from reaction_runtime import ReactionRuntime, SnsPublisher
 
+from reaction_runtime import ReactionRuntime, SnsPublisher
 from update_notifier import UpdateNotifierService, UpdateNotifierSettings
 
 runtime = ReactionRuntime("update_notifier")

@@ -18,11 +18,11 @@ from collections.abc import Mapping, Sequence
 from typing import Any, TextIO
 
 from bson import ObjectId
-from reaction_runtime.env import ConfigError
 
 from audit_writer.settings import AuditSettings, StoreKind
 from audit_writer.stores import AuditStore, AuditStoreError, HistoryEntry, make_store
 from change_contract import ejson
+from reaction_runtime.env import ConfigError
 
 HEADERS = ("WHEN", "WHO", "OPERATION", "FIELDS CHANGED")
 # What the last column says when a change names no fields.

@@ -5,6 +5,7 @@ shared runtime names it), so these records reach the handler's JSON output with 
 """
 
 from aws_lambda_powertools import Logger
+
 from reaction_runtime.env import env_str
 
 SERVICE = "audit_writer"

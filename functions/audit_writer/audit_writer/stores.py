@@ -17,13 +17,13 @@ from bson import Timestamp
 from pymongo import ASCENDING, MongoClient
 from pymongo.collection import Collection
 from pymongo.errors import DuplicateKeyError, OperationFailure, PyMongoError
-from reaction_runtime.clients import RETRY_CONFIG
-from reaction_runtime.errors import DownstreamError
 
 from audit_writer.log import logger
 from audit_writer.record import AuditRecord
 from audit_writer.settings import AuditSettings, StoreKind
 from change_contract import ejson
+from reaction_runtime.clients import RETRY_CONFIG
+from reaction_runtime.errors import DownstreamError
 
 EVENT_ID_INDEX: Final = "eventId_unique"
 HISTORY_INDEX: Final = "documentKey_id_clusterTime"

@@ -9,7 +9,6 @@ from dataclasses import dataclass
 from decimal import Decimal
 
 from reaction_runtime import SMS_MAX_BYTES, SnsMessage, fit_bytes, fit_chars, one_line
-
 from stock_alert.quantity import Level, format_number
 from stock_alert.settings import Language
 

@@ -9,9 +9,9 @@ from decimal import Decimal
 from typing import Any
 
 from aws_lambda_powertools import Logger
-from reaction_runtime import Outcome, SnsPublisher, cluster_time_number, document_id_text
 
 from change_contract import ChangeEvent
+from reaction_runtime import Outcome, SnsPublisher, cluster_time_number, document_id_text
 from stock_alert.messages import Alert, alert_message
 from stock_alert.quantity import Level, classify, field_value, read_number
 from stock_alert.settings import StockAlertSettings

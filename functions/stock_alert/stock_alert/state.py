@@ -15,8 +15,8 @@ from typing import TYPE_CHECKING, Any
 
 from aws_lambda_powertools import Logger
 from botocore.exceptions import BotoCoreError, ClientError
-from reaction_runtime import DownstreamError
 
+from reaction_runtime import DownstreamError
 from stock_alert.quantity import Level
 
 if TYPE_CHECKING:

@@ -10,9 +10,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from bson import Decimal128, ObjectId
-from reaction_runtime import SnsMessage, fit_chars
 
 from change_contract.ejson import to_plain
+from reaction_runtime import SnsMessage, fit_chars
 from update_notifier.summary import UNKNOWN, ChangeSummary, FieldChange
 
 # Enough to read; a notification is not a copy of the document. SNS caps a publish at 256 KiB,

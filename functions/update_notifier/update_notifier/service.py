@@ -4,9 +4,9 @@ import datetime as dt
 from collections.abc import Callable
 
 from aws_lambda_powertools import Logger
-from reaction_runtime import Outcome, SnsPublisher, document_id_text
 
 from change_contract import ChangeEvent
+from reaction_runtime import Outcome, SnsPublisher, document_id_text
 from update_notifier.messages import Notification, change_message, filterable_fields
 from update_notifier.settings import UpdateNotifierSettings
 from update_notifier.summary import summarize_replace, summarize_update

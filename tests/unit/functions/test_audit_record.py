@@ -7,13 +7,13 @@ from typing import Any
 
 import pytest
 from bson import Decimal128, ObjectId, Timestamp
-from reaction_runtime import ConfigError
 
 from audit_writer import paths
 from audit_writer.record import ActorSource, build_record, changed_fields, find_actor
 from audit_writer.settings import AuditSettings, DocumentPolicy, RecordSettings, StoreKind
 from change_contract import ChangeDetail, ContractError, decode_event
 from localdev.samples import SAMPLES
+from reaction_runtime import ConfigError
 
 EVENTS = Path(__file__).resolve().parents[3] / "events"
 RECORDED_AT = dt.datetime(2026, 12, 3, 13, 0, tzinfo=dt.UTC)

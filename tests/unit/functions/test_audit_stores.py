@@ -13,7 +13,6 @@ import pytest
 from bson import ObjectId, Timestamp
 from moto import mock_aws
 from pymongo.errors import DuplicateKeyError, OperationFailure, ServerSelectionTimeoutError
-from reaction_runtime import DownstreamError
 
 from audit_writer.record import AuditRecord, build_record
 from audit_writer.settings import AuditSettings, RecordSettings
@@ -29,6 +28,7 @@ from audit_writer.stores import (
     to_dynamo_item,
 )
 from change_contract import decode_event, ejson
+from reaction_runtime import DownstreamError
 
 EVENTS = Path(__file__).resolve().parents[3] / "events"
 AUDIT_TABLE = "audit-trail"

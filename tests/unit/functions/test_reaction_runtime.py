@@ -15,6 +15,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 from moto import mock_aws
 from moto.dynamodb.models.table import Table as MotoTable
+
+from change_contract import ChangeEvent, ClusterTime, ContractError
 from reaction_runtime import (
     SMS_MAX_BYTES,
     Clients,
@@ -37,8 +39,6 @@ from reaction_runtime import (
     subject_line,
 )
 from reaction_runtime.idempotency import idempotency_config
-
-from change_contract import ChangeEvent, ClusterTime, ContractError
 from tests.unit.functions.conftest import IDEMPOTENCY_TABLE, read_event
 
 # --- settings readers -------------------------------------------------------------------------

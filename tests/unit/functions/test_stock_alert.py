@@ -12,7 +12,6 @@ from aws_lambda_powertools.utilities.idempotency.exceptions import (
 from bson import Decimal128, Int64
 from hypothesis import HealthCheck, given, settings
 from moto.sns.models import sns_backends
-from reaction_runtime import ConfigError, DownstreamError
 
 from change_contract import ContractError, encode_change
 from localdev.samples import (
@@ -25,6 +24,7 @@ from localdev.samples import (
     product,
     update_description,
 )
+from reaction_runtime import ConfigError, DownstreamError
 from stock_alert import StockAlertSettings
 from tests.unit.functions.conftest import (
     EVENTS_DIR,

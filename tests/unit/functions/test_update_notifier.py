@@ -14,7 +14,6 @@ from aws_lambda_powertools.utilities.idempotency.exceptions import (
 from bson import Decimal128, ObjectId
 from hypothesis import HealthCheck, given, settings
 from moto.sns.models import sns_backends
-from reaction_runtime import ConfigError, DownstreamError
 
 from change_contract import ContractError, encode_change
 from localdev.samples import (
@@ -27,6 +26,7 @@ from localdev.samples import (
     product,
     update_description,
 )
+from reaction_runtime import ConfigError, DownstreamError
 from tests.unit.functions.conftest import (
     EVENTS_DIR,
     emitted_metrics,
