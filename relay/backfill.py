@@ -783,21 +783,29 @@ class Backfill:
         The write carries the stored checkpoint's fencing token: the backfill is not a leader and
         must not be refused by a lease a stopped relay left behind.
         """
-        self._check_position_alive(state.snapshot)
-        try:
-            existing = self.checkpoint_store.load()
-            fence = existing.fencing_token if existing is not None else 0
-            written = self.checkpoint_store.save(state.snapshot, fence)
-        except CheckpointError as error:
-            raise BackfillError(f"cannot hand over to streaming: {error}") from error
         ct = state.snapshot.cluster_time
         where = None if ct is None else [ct.time, ct.inc]
-        if written:
-            logger.info("relay checkpoint set to the backfill snapshot", snapshot_time=where)
-        else:
+        try:
+            existing = self.checkpoint_store.load()
+        except CheckpointError as error:
+            raise BackfillError(f"cannot hand over to streaming: {error}") from error
+        if existing is not None and existing.position.order_key >= state.snapshot.order_key:
+            # The relay streamed past the snapshot already (it is running, or a finished
+            # backfill hands over again at a restart): its position is the one that counts.
             logger.info(
                 "relay checkpoint already later than the backfill snapshot", snapshot_time=where
             )
+            return False
+        self._check_position_alive(state.snapshot)
+        fence = existing.fencing_token if existing is not None else 0
+        try:
+            written = self.checkpoint_store.save(state.snapshot, fence)
+        except CheckpointError as error:
+            raise BackfillError(f"cannot hand over to streaming: {error}") from error
+        if written:
+            logger.info("relay checkpoint set to the backfill snapshot", snapshot_time=where)
+        else:
+            logger.info("relay checkpoint moved past the snapshot meanwhile", snapshot_time=where)
         return written
 
     def _check_position_alive(self, position: Position) -> None:

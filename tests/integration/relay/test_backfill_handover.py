@@ -295,3 +295,51 @@ def test_a_failed_read_reopens_after_the_last_document_read(
     assert sorted(read) == list(range(100))
     assert sum(len(envelopes) for envelopes in world.seen.values()) == 100
     assert "backfill read failed, reopening" in caplog.text
+
+
+@pytest.mark.slow
+def test_start_up_mode_restarts_fine_long_after_the_snapshot_left_the_oplog(world, relay_thread):
+    """A finished backfill must not stop the relay from starting once its snapshot is pruned."""
+    from pymongo import MongoClient
+
+    from localdev.servers import running_secantus
+
+    with running_secantus(oplog_max_entries=200) as small:
+        client: MongoClient = MongoClient(small.uri)
+        db = client.pruned
+        db.productos.insert_many([{"n": n} for n in range(5)])
+        env = relay_env(world, small.uri, "pruned")
+        options = BackfillOptions(then_run=True, progress="off")
+
+        # GIVEN a finished start-up backfill, and a relay that streamed far past its snapshot
+        with BackfillThread(env, options) as first:
+
+            def streaming() -> bool:
+                relay = first.backfill._relay
+                return relay is not None and relay.state == "streaming"
+
+            wait_until(streaming, deadline_s=60, what="the relay streaming")
+            for start in range(0, 2_400, 400):
+                db.otros.insert_many([{"bulk": n} for n in range(start, start + 400)])
+            db.productos.insert_one({"n": 100})
+            world.wait_for(lambda: 100 in world.inserted_numbers(), what="the last insert")
+        assert first.result is not None
+        assert first.result.exit_code == 0
+
+        # WHEN the task restarts in start-up mode
+        with BackfillThread(env, options) as second:
+            wait_until(
+                lambda: (
+                    second.backfill._relay is not None
+                    and second.backfill._relay.state == "streaming"
+                ),
+                deadline_s=60,
+                what="the relay streaming again",
+            )
+            db.productos.insert_one({"n": 101})
+
+            # THEN it streams from its own checkpoint (no exit 8 about the old snapshot)
+            world.wait_for(lambda: 101 in world.inserted_numbers(), what="the next insert")
+        client.close()
+    assert second.result is not None
+    assert second.result.exit_code == 0
