@@ -366,3 +366,34 @@ def test_moto_envelope_has_no_account(world, fresh_db, mongo, relay_thread):
     envelope = next(iter(world.seen.values()))[0]
     assert "account" not in envelope
     assert {"id", "time", "detail-type", "source", "region", "detail"} <= set(envelope)
+
+
+def test_mongodb_checkpoint_store_inside_the_watched_database(world, fresh_db, mongo, relay_thread):
+    # GIVEN a whole-database watch whose checkpoints live in a collection of that database
+    env = relay_env(
+        world,
+        mongo.uri,
+        fresh_db.name,
+        collections="",
+        CHECKPOINT_STORE="mongodb",
+        CHECKPOINT_DATABASE=fresh_db.name,
+        CHECKPOINT_COLLECTION="relay_checkpoints",
+    )
+    with relay_thread(env):
+        fresh_db.productos.insert_many([{"n": n} for n in range(5)])
+        world.wait_for(lambda: len(world.inserted_numbers()) >= 5, what="5 inserts")
+        wait_until(
+            lambda: fresh_db.relay_checkpoints.find_one({"_id": env["RELAY_ID"]}) is not None,
+            deadline_s=10,
+            what="checkpoint document",
+        )
+        fresh_db.pedidos.insert_one({"n": 5})
+        world.wait_for(lambda: len(world.inserted_numbers()) >= 6, what="6 inserts")
+
+    # THEN checkpoint writes were never forwarded as changes, and a restart resumes after them
+    assert all(d["ns"]["coll"] != "relay_checkpoints" for d in world.details())
+    fresh_db.productos.insert_one({"n": 6})
+    with relay_thread(env):
+        world.wait_for(lambda: 6 in world.inserted_numbers(), what="change made while stopped")
+    assert sorted(world.inserted_numbers()) == list(range(7))
+    assert all(len(envelopes) == 1 for envelopes in world.seen.values())
