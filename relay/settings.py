@@ -70,6 +70,7 @@ class RelaySettings:
     max_in_flight_requests: int = 8
     max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES
     put_events_timeout_seconds: float = 10.0
+    put_events_client: Literal["lean", "botocore"] = "lean"
     retry_base_seconds: float = 0.1
     retry_max_seconds: float = 20.0
     max_await_time_ms: int = 1000
@@ -145,6 +146,9 @@ class RelaySettings:
             ),
             put_events_timeout_seconds=reader.number(
                 "PUT_EVENTS_TIMEOUT_SECONDS", 10.0, minimum=0.1, maximum=300
+            ),
+            put_events_client=reader.choice(  # type: ignore[arg-type]
+                "PUT_EVENTS_CLIENT", ("lean", "botocore"), "lean"
             ),
             retry_base_seconds=reader.number("RETRY_BASE_SECONDS", 0.1, minimum=0.001),
             retry_max_seconds=reader.number("RETRY_MAX_SECONDS", 20.0, minimum=0.01),
