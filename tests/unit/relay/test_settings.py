@@ -84,6 +84,8 @@ def test_a_missing_required_variable_is_named(missing):
         ("WATCH_COLLECTIONS", "system.views", "not a collection"),
         ("WATCH_DATABASE", "bad.name", "not a valid database name"),
         ("RETRY_MAX_SECONDS", "0.05", "RETRY_BASE_SECONDS"),
+        ("PUT_EVENTS_CLIENT", "curl", "lean, botocore"),
+        ("ON_INVALIDATE", "ignore", "restart, stop"),
     ],
 )
 def test_a_malformed_value_is_named_with_the_expected_form(variable, value, fragment):
