@@ -2,6 +2,8 @@
 
 import random
 import signal
+import subprocess
+import sys
 import threading
 import time
 
@@ -108,6 +110,17 @@ def test_sigterm_flushes_checkpoints_and_exits_0_within_the_deadline(world, fres
         wait_streaming(relay)
         fresh_db.productos.insert_many([{"n": n} for n in range(200)])
         world.wait_for(lambda: len(world.seen) >= 20, what="forwarding under way")
+        # the container health check passes while it streams
+        health = subprocess.run(
+            [sys.executable, "-m", "relay", "health"],
+            env={"PATH": "", "HEALTH_FILE": env["HEALTH_FILE"]},
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
+        assert health.returncode == 0, health.stderr
+        assert "relay streaming" in health.stdout
 
         # WHEN it gets SIGTERM
         started = time.monotonic()
