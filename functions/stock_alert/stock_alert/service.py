@@ -10,7 +10,9 @@ from typing import Any
 
 from aws_lambda_powertools import Logger
 
-from change_contract import ChangeEvent
+from change_contract import ChangeDetail, ChangeEvent, ContractError, apply_update_description
+from change_contract.models import UpdateDescription
+from change_contract.post_image import path_parts
 from reaction_runtime import Outcome, SnsPublisher, cluster_time_number, document_id_text
 from stock_alert.messages import Alert, alert_message
 from stock_alert.quantity import Level, classify, field_value, read_number
@@ -43,16 +45,19 @@ class StockAlertService:
 
     def react(self, change: ChangeEvent) -> Outcome:
         detail = change.detail
-        document = detail.full_document
         if detail.collection != self._settings.collection:
             self._logger.info("event for another collection ignored")
             return {"outcome": "skipped", "reason": "other collection"}
-        if detail.operation_type not in _DOCUMENT_CHANGES or document is None:
+        product = (
+            self._product_as_of(detail) if detail.operation_type in _DOCUMENT_CHANGES else None
+        )
+        if product is None:
             # As the seed does: a delete, or an update without `updateLookup`, has no document.
             self._logger.info("no product document in the event, nothing to do")
             return {"outcome": "skipped", "reason": "no document"}
+        document, quantity_changed = product
 
-        # What the product's stock is now, and its threshold.
+        # What the product's stock was as of this change, and its threshold.
         level = self._level_of(document)
         if level is None:
             return {"outcome": "skipped", "reason": "quantity not numeric"}
@@ -62,6 +67,11 @@ class StockAlertService:
             self._logger.info("replayed event not paged", level=current.value)
             self._count("ReplaysNotPaged")
             return {"outcome": "skipped", "reason": "replay", "level": current.value}
+        if not quantity_changed and self._state is not None:
+            # An update that set neither quantity nor threshold cannot change the level, and its
+            # looked-up document may show a later one: deciding on it could page out of order.
+            self._logger.info("quantity unchanged by this update, no alert decided")
+            return {"outcome": "no alert", "reason": "quantity unchanged", "level": current.value}
 
         # Whether this change opens (or escalates) an alert.
         product_id = document_id_text(detail.document_id)
@@ -110,6 +120,49 @@ class StockAlertService:
         self._logger.info("stock alert sent", level=current.value, message_id=message_id)
         self._count("StockAlertsSent")
         return {"outcome": "alerted", "level": current.value, "messageId": message_id}
+
+    def _product_as_of(self, detail: ChangeDetail) -> tuple[Mapping[str, Any], bool] | None:
+        """The product as of this change, and False when it is only the looked-up document of an
+        update that set neither quantity nor threshold; None when the event shows no product.
+
+        Insert and replace carry it; an update with a pre-image rebuilds it exactly. An update
+        without one has only `fullDocument` (`updateLookup`), read later and maybe showing newer
+        changes, so this update's own fields are laid over it: exact for what the update set.
+        """
+        exact = detail.document_after()
+        if exact is not None:
+            return exact, True
+        lookup, description = detail.full_document, detail.update_description
+        if detail.operation_type != "update" or description is None:
+            # A replace or an update whose content was cut for size: the lookup, if any, is all.
+            return None if lookup is None else (lookup, True)
+        changed = self._touches(description, self._settings.quantity_field)
+        if self._settings.threshold_field is not None:
+            changed = changed or self._touches(description, self._settings.threshold_field)
+        if lookup is None and not changed:
+            return None
+        # Only this update's own fields: its truncations apply to its pre-image, not the lookup.
+        own = description.model_copy(update={"truncated_arrays": []})
+        try:
+            return apply_update_description(lookup or {}, own), changed
+        except ContractError as error:
+            # The looked-up document was changed since in a way that this update's paths cross
+            # (a later write replaced an embedded document by a value): its own fields alone.
+            self._logger.warning("looked-up document does not take this update", error=str(error))
+            return apply_update_description({}, own), changed
+
+    @staticmethod
+    def _touches(description: UpdateDescription, field: str) -> bool:
+        """Whether the update set, removed or truncated `field`, a parent of it or a part of it."""
+        target = field.split(".")
+        paths = [*description.updated_fields, *description.removed_fields]
+        paths += [array.field for array in description.truncated_arrays]
+        for path in paths:
+            parts = [str(part) for part in path_parts(path, description)]
+            shared = min(len(parts), len(target))
+            if parts[:shared] == target[:shared]:
+                return True
+        return False
 
     def _level_of(self, document: Mapping[str, Any]) -> tuple[Decimal, Decimal, Level] | None:
         reading = read_number(document, self._settings.quantity_field)

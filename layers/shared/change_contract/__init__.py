@@ -24,6 +24,7 @@ from change_contract.encode import (
 )
 from change_contract.errors import ContractError, EntryTooLargeError
 from change_contract.models import ChangeDetail, ChangeEvent, ClusterTime, GapDetail
+from change_contract.post_image import apply_update_description
 from change_contract.size import check_entry_size, entry_size, request_size
 
 __all__ = [
@@ -44,6 +45,7 @@ __all__ = [
     "PayloadLoader",
     "PayloadRef",
     "S3PayloadLoader",
+    "apply_update_description",
     "backfill_change",
     "check_entry_size",
     "decode_event",

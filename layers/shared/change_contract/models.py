@@ -12,6 +12,8 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_valida
 
 from change_contract import ejson
 from change_contract.constants import DOCUMENT_OPERATIONS
+from change_contract.errors import ContractError
+from change_contract.post_image import apply_update_description
 
 OperationType = Literal[
     "insert", "update", "replace", "delete", "drop", "rename", "dropDatabase", "invalidate"
@@ -130,6 +132,26 @@ class ChangeDetail(_Model):
     @property
     def collection(self) -> str | None:
         return None if self.ns is None else self.ns.coll
+
+    def document_after(self) -> dict[str, Any] | None:
+        """The document exactly as this change left it, when the event shows it; else None.
+
+        Insert and replace: `fullDocument`. Update: the pre-image with the update description
+        applied (`fullDocument` of an update is read later, by `updateLookup`, and may already
+        show newer changes). None for a delete, an update without pre-image, or content cut for
+        size. Raises `ContractError` when the pre-image and the update description disagree.
+        """
+        if self.operation_type in ("insert", "replace"):
+            return self.full_document
+        if self.operation_type != "update":
+            return None
+        before, description = self.full_document_before_change, self.update_description
+        if before is None or description is None:
+            return None
+        try:
+            return apply_update_description(before, description)
+        except ContractError as error:
+            raise ContractError(error.reason, event_id=self.event_id) from error
 
 
 class GapDetail(_Model):
