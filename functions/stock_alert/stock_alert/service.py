@@ -134,7 +134,8 @@ class StockAlertService:
             return exact, True
         lookup, description = detail.full_document, detail.update_description
         if detail.operation_type != "update" or description is None:
-            # A replace or an update whose content was cut for size: the lookup, if any, is all.
+            # A replace cut for size, or an update without its description (this relay keeps
+            # it when shrinking): the looked-up document, if any, is all there is.
             return None if lookup is None else (lookup, True)
         changed = self._touches(description, self._settings.quantity_field)
         if self._settings.threshold_field is not None:

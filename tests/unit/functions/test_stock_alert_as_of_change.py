@@ -180,3 +180,17 @@ def test_a_pre_image_that_does_not_fit_the_update_is_an_invalid_event(app, lambd
     with pytest.raises(ContractError, match=event["detail"]["eventId"]):
         app.handler(event, lambda_context)
     assert published() == []
+
+
+def test_a_lookup_that_no_longer_takes_the_update_falls_back_to_its_own_fields(
+    stock_env, load_app, lambda_context, monkeypatch, caplog
+):
+    # GIVEN `stock.cantidad` set to 2, and a later write that made `stock` a plain number
+    monkeypatch.setenv("QUANTITY_FIELD", "stock.cantidad")
+    app = load_app("stock_alert")
+    looked_up = {"_id": PAN, "nombreProducto": "Pan de molde", "stock": 40}
+    event = update_event(10, {"stock.cantidad": 2}, looked_up=looked_up)
+
+    # WHEN handled THEN the update's own fields decide, and the mismatch is logged
+    assert app.handler(event, lambda_context)["level"] == "LOW_STOCK"
+    assert "looked-up document does not take this update" in [r.msg for r in caplog.records]

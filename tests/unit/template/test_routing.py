@@ -183,6 +183,30 @@ def _gap() -> dict[str, Any]:
     return event
 
 
+def _quantity_set_to(value: Any) -> dict[str, Any]:
+    """update-low-stock setting the quantity to `value`, in its update and its looked-up doc."""
+    event = _variant("update-low-stock", fullDocument={"cantidad": value})
+    event["detail"]["updateDescription"]["updatedFields"]["cantidad"] = value
+    return event
+
+
+def _late_lookup(
+    name: str, looked_up: int, *, own: Any = None, before: int | None = None, pre_image: bool = True
+) -> dict[str, Any]:
+    """An update whose looked-up document shows `looked_up` units (a later change), setting its
+    own quantity to `own` (default: the sample's) from a pre-image of `before` (or none)."""
+    event = copy.deepcopy(load_sample(name))
+    detail = event["detail"]
+    detail["fullDocument"]["cantidad"] = looked_up
+    if own is not None:
+        detail["updateDescription"]["updatedFields"]["cantidad"] = own
+    if not pre_image:
+        detail.pop("fullDocumentBeforeChange", None)
+    elif before is not None:
+        detail["fullDocumentBeforeChange"]["cantidad"] = before
+    return event
+
+
 def _other_collection(name: str, db: str, coll: str) -> dict[str, Any]:
     return _variant(name, ns={"db": db, "coll": coll})
 
@@ -238,18 +262,18 @@ EXTRA_CASES: dict[str, tuple[dict[str, Any], set[str]]] = {
         _other_collection("insert", "otra", "audit_log"),
         {AUDIT},
     ),
-    # An update to 4 units whose pre-image (12) was above the threshold: only the numeric filter
-    # on the new quantity could let it through, and it sees no JSON number.
+    # An update to 4 units whose pre-image (12) was above the threshold: only the numeric filters
+    # on the new quantity (fullDocument, updatedFields) could let it through; they see no number.
     "quantity as Decimal128 is not a JSON number: not filtered as low": (
-        _variant("update-low-stock", fullDocument={"cantidad": {"$numberDecimal": "4"}}),
+        _quantity_set_to({"$numberDecimal": "4"}),
         {UPDATE, AUDIT},
     ),
     "quantity as a string is not a number": (
-        _variant("update-low-stock", fullDocument={"cantidad": "4"}),
+        _quantity_set_to("4"),
         {UPDATE, AUDIT},
     ),
     "quantity true is not a number (AWS semantics; moto alone would say 1 <= 10)": (
-        _variant("update-low-stock", fullDocument={"cantidad": True}),
+        _quantity_set_to(True),
         {UPDATE, AUDIT},
     ),
     "an insert reaches stock whatever its quantity (episode mode)": (
@@ -257,6 +281,27 @@ EXTRA_CASES: dict[str, tuple[dict[str, Any], set[str]]] = {
         {STOCK, AUDIT},
     ),
     "a stream gap reaches no function (it goes to the operations topic)": (_gap(), set()),
+    # The looked-up fullDocument is read after the change and may show a later state.
+    "a sale to 8 whose lookup already shows a restock to 40, pre-image 12: its own quantity": (
+        _late_lookup("update-low-stock", 40),
+        {STOCK, UPDATE, AUDIT},
+    ),
+    "a sale to 0 whose lookup shows 40, without pre-image": (
+        _late_lookup("update-out-of-stock", 40, pre_image=False),
+        {STOCK, UPDATE, AUDIT},
+    ),
+    "a sale to 8 of a product deleted before the lookup, pre-image 12": (
+        _variant("update-low-stock", fullDocument=None),
+        {STOCK, UPDATE, AUDIT},
+    ),
+    "a sale to 11 (above) whose lookup shows 40, pre-image 25: no stock event": (
+        _late_lookup("update-low-stock", 40, own=11, before=25),
+        {UPDATE, AUDIT},
+    ),
+    "an own quantity as Decimal128 is not a JSON number: not filtered as low": (
+        _late_lookup("update-low-stock", 40, own={"$numberDecimal": "8"}),
+        {UPDATE, AUDIT},
+    ),
 }
 
 
@@ -264,6 +309,37 @@ EXTRA_CASES: dict[str, tuple[dict[str, Any], set[str]]] = {
 def test_edge_cases_route_as_specified(default_model, case):
     event, expected = EXTRA_CASES[case]
     assert routed_functions(default_model, event) == expected
+
+
+# The same late-lookup events under other parameters: (parameters, event, expected functions).
+LATE_LOOKUP_VARIANTS: dict[str, tuple[dict[str, str], dict[str, Any], set[str]]] = {
+    "every mode: a sale to 8 whose lookup shows 40 pages from its own quantity": (
+        {"AlertMode": "every"},
+        _late_lookup("update-low-stock", 40),
+        {STOCK, UPDATE, AUDIT},
+    ),
+    "every mode: a sale to 11 whose lookup shows 40 is no stock event": (
+        {"AlertMode": "every"},
+        _late_lookup("update-low-stock", 40, own=11, before=25),
+        {UPDATE, AUDIT},
+    ),
+    "every mode, threshold 5: a sale to 8 is above it": (
+        {"AlertMode": "every", "LowStockThreshold": "5"},
+        _late_lookup("update-low-stock", 40),
+        {UPDATE, AUDIT},
+    ),
+    "threshold 5: a sale to 4 whose lookup shows 40, pre-image 12": (
+        {"LowStockThreshold": "5"},
+        _late_lookup("update-low-stock", 40, own=4),
+        {STOCK, UPDATE, AUDIT},
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(LATE_LOOKUP_VARIANTS))
+def test_an_update_reaches_stock_by_its_own_quantity_under_each_mode(case):
+    parameters, event, expected = LATE_LOOKUP_VARIANTS[case]
+    assert routed_functions(load_template(parameters=parameters), event) == expected
 
 
 def test_stream_gap_goes_to_the_operations_topic(default_model):
