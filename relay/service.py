@@ -392,6 +392,7 @@ class Relay:
             )
             self._start_at = None
             self._state = "streaming"
+            self._write_health()  # at once, not at the next tick: the health check reads it
             logger.info(
                 "change stream open",
                 scope=self.settings.scope.describe(),
@@ -522,7 +523,11 @@ class Relay:
             activity = max(activity, self.forwarder.last_activity)
         stale = time.monotonic() - activity > self.settings.health_max_age_seconds
         state = "stalled" if stale and self._state == "streaming" else self._state
-        self._health.write(state, relayId=self.settings.relay_id, **_ints(self.stats.totals()))
+        try:
+            self._health.write(state, relayId=self.settings.relay_id, **_ints(self.stats.totals()))
+        except OSError as error:
+            # The container health check will report it; streaming must not stop for it.
+            logger.warning("health file not written", path=str(self._health.path), error=str(error))
 
 
 def _ints(values: dict[str, float]) -> dict[str, int]:

@@ -120,7 +120,7 @@ def test_sigterm_flushes_checkpoints_and_exits_0_within_the_deadline(world, fres
             check=False,
         )
         assert health.returncode == 0, health.stderr
-        assert "relay streaming" in health.stdout
+        assert health.stdout.startswith("relay streaming"), health.stdout
 
         # WHEN it gets SIGTERM
         started = time.monotonic()
