@@ -397,3 +397,37 @@ def test_mongodb_checkpoint_store_inside_the_watched_database(world, fresh_db, m
         world.wait_for(lambda: 6 in world.inserted_numbers(), what="change made while stopped")
     assert sorted(world.inserted_numbers()) == list(range(7))
     assert all(len(envelopes) == 1 for envelopes in world.seen.values())
+
+
+def test_several_collections_of_a_database_are_watched_and_others_are_not(
+    world, fresh_db, mongo, relay_thread
+):
+    env = relay_env(world, mongo.uri, fresh_db.name, collections="productos,pedidos")
+    with relay_thread(env):
+        fresh_db.productos.insert_one({"n": 1})
+        fresh_db.otra.insert_one({"n": 2})
+        fresh_db.pedidos.insert_one({"n": 3})
+        world.wait_for(lambda: len(world.inserted_numbers()) >= 2, what="2 inserts")
+    assert sorted(world.inserted_numbers()) == [1, 3]
+    assert {d["ns"]["coll"] for d in world.details()} == {"productos", "pedidos"}
+
+
+def test_a_deployment_watch_with_watch_match_sees_only_what_matches(
+    world, fresh_db, mongo, mongo_client, relay_thread
+):
+    # GIVEN a whole-deployment watch narrowed by WATCH_MATCH to this test's database
+    match = json.dumps({"ns.db": fresh_db.name, "operationType": "insert"})
+    env = relay_env(world, mongo.uri, "", collections="", WATCH_MATCH=match)
+    env["RELAY_ID"] = f"deployment-{fresh_db.name}"
+    other = mongo_client[f"{fresh_db.name}_other"]
+    try:
+        with relay_thread(env):
+            fresh_db.productos.insert_one({"n": 1})
+            fresh_db.productos.update_one({"n": 1}, {"$set": {"cantidad": 3}})
+            other.productos.insert_one({"n": 2})
+            fresh_db.pedidos.insert_one({"n": 3})
+            world.wait_for(lambda: len(world.inserted_numbers()) >= 2, what="2 inserts")
+    finally:
+        mongo_client.drop_database(other.name)
+    assert sorted(world.inserted_numbers()) == [1, 3]
+    assert {d["operationType"] for d in world.details()} == {"insert"}
