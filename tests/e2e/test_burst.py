@@ -16,12 +16,22 @@ from collections.abc import Iterator
 
 import pytest
 
-from localdev.pipeline import COLLECTION, DATABASE, LocalPipeline, PipelineConfig, running_pipeline
+from localdev.pipeline import (
+    COLLECTION,
+    DATABASE,
+    LocalPipeline,
+    PipelineConfig,
+    missing,
+    running_pipeline,
+    survey,
+)
 from tests.e2e.helpers import expected, fresh_scenario, observed, wait_for_reactions, wait_settled
 
 
 @pytest.fixture(scope="module")
 def pipeline() -> Iterator[LocalPipeline]:
+    gaps = missing(survey())
+    assert not gaps, f"the end-to-end tests need every part; missing: {gaps}"
     config = PipelineConfig(
         mongodb_uri=os.environ.get("MONGODB_URI") or None,
         relay_id=f"e2e-burst-{uuid.uuid4().hex[:8]}",

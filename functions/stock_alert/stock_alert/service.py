@@ -68,8 +68,10 @@ class StockAlertService:
             self._count("ReplaysNotPaged")
             return {"outcome": "skipped", "reason": "replay", "level": current.value}
         if not quantity_changed and self._state is not None:
-            # An update that set neither quantity nor threshold cannot change the level, and its
-            # looked-up document may show a later one: deciding on it could page out of order.
+            # An update that set neither quantity nor threshold cannot change the level. Without
+            # a pre-image its looked-up quantity may be a later one (deciding on it could page out
+            # of order); and recording it would only make an older, undelivered change of the
+            # product (its insert, say) look stale.
             self._logger.info("quantity unchanged by this update, no alert decided")
             return {"outcome": "no alert", "reason": "quantity unchanged", "level": current.value}
 
@@ -122,24 +124,24 @@ class StockAlertService:
         return {"outcome": "alerted", "level": current.value, "messageId": message_id}
 
     def _product_as_of(self, detail: ChangeDetail) -> tuple[Mapping[str, Any], bool] | None:
-        """The product as of this change, and False when it is only the looked-up document of an
-        update that set neither quantity nor threshold; None when the event shows no product.
+        """The product as of this change, and whether the change set its quantity or threshold
+        (False only for an update that set neither); None when the event shows no product.
 
         Insert and replace carry it; an update with a pre-image rebuilds it exactly. An update
         without one has only `fullDocument` (`updateLookup`), read later and maybe showing newer
         changes, so this update's own fields are laid over it: exact for what the update set.
         """
+        lookup, description = detail.full_document, detail.update_description
+        changed = description is None or self._touches(description, self._settings.quantity_field)
+        if description is not None and self._settings.threshold_field is not None:
+            changed = changed or self._touches(description, self._settings.threshold_field)
         exact = detail.document_after()
         if exact is not None:
-            return exact, True
-        lookup, description = detail.full_document, detail.update_description
+            return exact, changed
         if detail.operation_type != "update" or description is None:
             # A replace cut for size, or an update without its description (this relay keeps
             # it when shrinking): the looked-up document, if any, is all there is.
             return None if lookup is None else (lookup, True)
-        changed = self._touches(description, self._settings.quantity_field)
-        if self._settings.threshold_field is not None:
-            changed = changed or self._touches(description, self._settings.threshold_field)
         if lookup is None and not changed:
             return None
         # Only this update's own fields: its truncations apply to its pre-image, not the lookup.

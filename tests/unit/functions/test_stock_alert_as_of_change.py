@@ -194,3 +194,20 @@ def test_a_lookup_that_no_longer_takes_the_update_falls_back_to_its_own_fields(
     # WHEN handled THEN the update's own fields decide, and the mismatch is logged
     assert app.handler(event, lambda_context)["level"] == "LOW_STOCK"
     assert "looked-up document does not take this update" in [r.msg for r in caplog.records]
+
+
+def test_an_insert_delivered_after_a_price_change_still_pages(app, lambda_context):
+    # GIVEN a product inserted low (t=10), then its price changed (t=11, with a pre-image)
+    inserted = change("insert", 10, document_id=PAN, fullDocument=pan(8))
+    insert = lambda_event(encode_change(inserted, bus_name=BUS_NAME, fast=False).entry)
+    price = update_event(11, {"precio": 2}, looked_up=pan(8, precio=2), before=pan(8))
+
+    # WHEN the price change is delivered first
+    first = app.handler(price, lambda_context)
+    second = app.handler(insert, lambda_context)
+
+    # THEN the price change decides nothing (the level cannot change), so the insert is not
+    # stale behind it and pages the episode it opened
+    assert (first["outcome"], first["reason"]) == ("no alert", "quantity unchanged")
+    assert second["outcome"] == "alerted"
+    assert levels(published()) == ["LOW_STOCK"]
