@@ -3,7 +3,7 @@
 Programmatic entry point (the CLI, the tests and the benchmark all use it)::
 
     from relay.service import Relay
-    from relay.settings import RelaySettings
+    from relay.settings import RelaySettings, SettingsError
 
     relay = Relay(RelaySettings.from_env(os.environ))   # clients built from settings, or pass
     code = relay.run()      # blocks until stop(), a fatal condition, or a halt; returns exit code
@@ -41,7 +41,7 @@ from relay.encoder import ChangeEncoder, OffloadInterruptedError
 from relay.forwarder import Forwarder, ForwarderOptions, Item
 from relay.lease import Lease, LeaseError
 from relay.putevents import LeanPutEventsClient
-from relay.settings import RelaySettings
+from relay.settings import RelaySettings, SettingsError
 from relay.stream import make_client, open_stream
 from relay.telemetry import HealthFile, MetricsEmitter, Stats, Ticker, logger
 
@@ -93,7 +93,14 @@ def events_client(settings: RelaySettings) -> Any:
     )
     if settings.put_events_client == "botocore":
         return client
-    return LeanPutEventsClient(client, timeout_s=settings.put_events_timeout_seconds)
+    credentials = boto3.Session().get_credentials()
+    if credentials is None:
+        raise SettingsError(
+            "AWS_ACCESS_KEY_ID", "no AWS credentials found (none in the environment, no task role)"
+        )
+    return LeanPutEventsClient(
+        client, credentials=credentials, timeout_s=settings.put_events_timeout_seconds
+    )
 
 
 def build_checkpoint_store(

@@ -1,54 +1,46 @@
-"""The lean PutEvents client: signatures identical to botocore's, AWS errors mapped the same way."""
+"""The lean PutEvents client: signed by botocore's SigV4; AWS errors mapped as botocore does."""
 
 import datetime as dt
-import json
 
+import boto3
 import pytest
-from botocore.auth import SigV4Auth
-from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 
-from relay.putevents import SigV4Signer, _client_error, _entry_json
+from relay.putevents import LeanPutEventsClient, _client_error, _entry_json
 
 NOW = dt.datetime(2026, 12, 3, 14, 30, 0, tzinfo=dt.UTC)
 
 
-class _FixedClock(dt.datetime):
-    @classmethod
-    def now(cls, tz=None):
-        return NOW
-
-    @classmethod
-    def utcnow(cls):
-        return NOW.replace(tzinfo=None)
+def lean_client(endpoint: str, token: str | None = None) -> LeanPutEventsClient:
+    boto_client = boto3.client("events", region_name="eu-west-1", endpoint_url=endpoint)
+    credentials = Credentials("AKIDEXAMPLE", "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY", token)
+    return LeanPutEventsClient(boto_client, credentials=credentials, timeout_s=5)
 
 
 @pytest.mark.parametrize("token", [None, "session-token"])
-def test_the_signature_is_exactly_botocores(monkeypatch, token):
-    # GIVEN the same credentials, body and instant for both signers
-    credentials = Credentials("AKIDEXAMPLE", "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY", token)
-    body = json.dumps({"Entries": [{"Source": "s", "Detail": "{}"}]}).encode()
-    request = AWSRequest(
-        method="POST",
-        url="https://events.eu-west-1.amazonaws.com/",
-        data=body,
-        headers={
-            "Content-Type": "application/x-amz-json-1.1",
-            "X-Amz-Target": "AWSEvents.PutEvents",
-        },
-    )
-    import botocore.auth
+def test_requests_are_signed_for_eventbridge_in_the_clients_region(token):
+    # GIVEN a client for a regional endpoint
+    client = lean_client("https://events.eu-west-1.amazonaws.com", token)
 
-    monkeypatch.setattr(botocore.auth.datetime, "datetime", _FixedClock)  # type: ignore[attr-defined]
+    # WHEN a body is signed
+    headers = client.signed_headers(b'{"Entries": []}')
 
-    # WHEN both sign
-    SigV4Auth(credentials, "events", "eu-west-1").add_auth(request)
-    ours = SigV4Signer("eu-west-1").headers(
-        "events.eu-west-1.amazonaws.com", body, credentials.get_frozen_credentials(), NOW
-    )
+    # THEN botocore's SigV4 scope, signed headers and target are all there
+    authorization = headers["Authorization"]
+    day = headers["X-Amz-Date"][:8]
+    assert authorization.startswith(f"AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/{day}/eu-west-1/")
+    assert "/events/aws4_request" in authorization
+    assert "SignedHeaders=content-type;host;x-amz-date" in authorization
+    assert headers["X-Amz-Target"] == "AWSEvents.PutEvents"
+    assert headers["Content-Type"] == "application/x-amz-json-1.1"
+    assert headers.get("X-Amz-Security-Token") == token
 
-    # THEN the Authorization headers are identical
-    assert ours["authorization"] == request.headers["Authorization"]
+
+def test_a_new_signature_for_every_body():
+    client = lean_client("http://127.0.0.1:4010")
+    first = client.signed_headers(b"{}")["Authorization"]
+    second = client.signed_headers(b'{"Entries": [{}]}')["Authorization"]
+    assert first != second
 
 
 @pytest.mark.parametrize(
