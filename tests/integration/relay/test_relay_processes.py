@@ -17,20 +17,40 @@ BATCH = 10
 
 
 class Writer(threading.Thread):
-    """Inserts documents n = 0..total-1 in small paced batches, as an application would."""
+    """Inserts documents n = 0..total-1 in small paced batches, as an application would.
 
-    def __init__(self, collection, total: int, batch: int = 20, pause_s: float = 0.4) -> None:
+    At each of `pause_points` (counts written) it waits until `resume` is released, so a test can
+    hold the application back while it restarts a relay, however slow the machine is.
+    """
+
+    def __init__(
+        self,
+        collection,
+        total: int,
+        batch: int = 20,
+        pause_s: float = 0.2,
+        pause_points: tuple[int, ...] = (),
+    ) -> None:
         super().__init__(daemon=True)
         self.collection = collection
         self.total = total
         self.batch = batch
         self.pause_s = pause_s
+        self.pause_points = sorted(pause_points)
+        self.resume = threading.Semaphore(0)
         self.written = 0
         self.stopped = threading.Event()
 
     def run(self) -> None:
         while self.written < self.total and not self.stopped.is_set():
+            if self.pause_points and self.written >= self.pause_points[0]:
+                self.pause_points.pop(0)
+                while not self.resume.acquire(timeout=0.2):
+                    if self.stopped.is_set():
+                        return
             count = min(self.batch, self.total - self.written)
+            if self.pause_points:
+                count = min(count, self.pause_points[0] - self.written)
             self.collection.insert_many(
                 [{"n": n, "cantidad": n % 50} for n in range(self.written, self.written + count)]
             )
@@ -55,7 +75,11 @@ def test_sigkill_at_random_points_loses_nothing_and_duplicates_stay_bounded(worl
         MAX_IN_FLIGHT_REQUESTS=str(MAX_IN_FLIGHT),
         BATCH_MAX_ENTRIES=str(BATCH),
     )
-    writer = Writer(fresh_db.productos, total)
+    # The run is cut in kills + 1 segments; kill k lands at a random point inside segment k, and
+    # the writer holds at the end of that segment until the restarted relay streams again.
+    segment = total // (kills + 1)
+    pause_points = tuple(segment * (kill + 1) for kill in range(kills))
+    writer = Writer(fresh_db.productos, total, pause_points=pause_points)
     relay = relay_process(env, "relay-kill-0")
     relay.start()
     try:
@@ -65,25 +89,25 @@ def test_sigkill_at_random_points_loses_nothing_and_duplicates_stay_bounded(worl
         # WHEN it is killed with SIGKILL at random points and restarted each time
         killed_while_writing = 0
         for kill in range(kills):
-            # Kill at a random point of the run, while the writer is still writing.
-            kill_at = time.monotonic() + chance.uniform(0.5, 2.5)
+            kill_at = segment * kill + chance.randint(segment // 4, segment * 3 // 4)
             world.wait_for(
-                lambda kill_at=kill_at: time.monotonic() >= kill_at,
-                deadline_s=10,
-                what="the random kill point",
+                lambda kill_at=kill_at: writer.written >= kill_at,
+                deadline_s=60,
+                what=f"{kill_at} changes written (the random kill point)",
             )
-            killed_while_writing += writer.is_alive()
+            killed_while_writing += writer.written < total
             relay.kill()
             assert exit_code(relay) == -signal.SIGKILL
             relay.stop()
             relay = relay_process(env, f"relay-kill-{kill + 1}")
             relay.start()
             wait_streaming(relay)
+            writer.resume.release()
 
         # THEN after the last restart every change reaches the bus
         writer.join(timeout=60)
         assert writer.written == total
-        assert killed_while_writing >= 2, "kills must land while changes are being written"
+        assert killed_while_writing == kills, "kills must land while changes are being written"
         world.wait_for(
             lambda: len(set(world.inserted_numbers())) >= total,
             deadline_s=90,
