@@ -197,7 +197,7 @@ class StockAlertService:
     def _previous_level(self, change: ChangeEvent) -> Level | None:
         """The level before the change when the event shows it, else None (use the state)."""
         detail = change.detail
-        if detail.operation_type == "insert" and not getattr(detail, "is_backfill", False):
+        if detail.operation_type == "insert" and not detail.is_backfill:
             # A new document had no stock before. A backfill read is not new: its previous
             # level is what the state remembers, so an open episode is not paged twice.
             return Level.OK
