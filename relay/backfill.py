@@ -849,7 +849,7 @@ def parser() -> argparse.ArgumentParser:
         description=(
             "Publish every existing document of the watched collections once (marked "
             "origin=backfill), then hand over to streaming from the position recorded before "
-            "reading. Configuration: the relay's environment variables. See docs/recovery.md."
+            "reading. Configuration: the relay's environment variables. See README 'Recovery'."
         ),
     )
     command.add_argument(

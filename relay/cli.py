@@ -193,7 +193,7 @@ def command_replay(argv: Sequence[str], env: Mapping[str, str]) -> int:
     return replay.main(argv, env)
 
 
-# Commands with options of their own (`python -m relay backfill --help`, docs/recovery.md).
+# Commands with options of their own (`python -m relay backfill --help`, README 'Recovery').
 COMMANDS_WITH_OPTIONS: dict[str, Callable[[Sequence[str], Mapping[str, str]], int]] = {
     "backfill": command_backfill,
     "replay": command_replay,
@@ -206,7 +206,7 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
         return COMMANDS_WITH_OPTIONS[given[0]](given[1:], os.environ if env is None else env)
     parser = argparse.ArgumentParser(
         prog="python -m relay",
-        description="MongoDB change stream -> EventBridge relay (configuration: docs/relay.md).",
+        description="MongoDB change stream -> EventBridge relay (settings: README 'The relay').",
     )
     parser.add_argument(
         "command", choices=sorted([*COMMANDS, *COMMANDS_WITH_OPTIONS]), help="what to do"

@@ -268,7 +268,7 @@ def parser() -> argparse.ArgumentParser:
         prog="python -m relay replay",
         description=(
             "Replay a time window of the bus archive onto the bus (EVENT_BUS_NAME). Consumers "
-            "see replayed events as replays (detail `replay-name`). See docs/recovery.md."
+            "see replayed events as replays (detail `replay-name`). See README 'Recovery'."
         ),
     )
     command.add_argument("--from", dest="start", required=True, help="window start (ISO 8601)")

@@ -82,7 +82,7 @@ def events_client(settings: RelaySettings) -> Any:
 
     Known gap: even so the relay spends ~140-200 µs of CPU per event on this machine, above the
     60 µs target, mostly per-request work and GIL hand-offs between sender threads (measured in
-    docs/relay.md). A sender with fewer threads and more requests in flight each would lift it.
+    README 'The relay'). A sender with fewer threads and more requests in flight each would lift it.
     """
     client = aws_client(
         "events",
@@ -184,7 +184,7 @@ class Relay:
         return self._state
 
     def run(self) -> int:
-        """Run until stopped; returns the process exit code (see docs/relay.md)."""
+        """Run until stopped; returns the process exit code (see README 'The relay')."""
         emitter = MetricsEmitter(
             self.stats,
             namespace=self.settings.metrics_namespace,

@@ -219,7 +219,7 @@ class _Reader:
     def present(self, name: str) -> str:
         """A variable that must be set, though it may be empty (empty has a meaning)."""
         if name not in self._env:
-            raise SettingsError(name, "is required (it may be set empty; see docs/relay.md)")
+            raise SettingsError(name, "is required (it may be set empty; see README 'The relay')")
         return self._env[name]
 
     def required(self, name: str) -> str:

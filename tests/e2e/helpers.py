@@ -91,7 +91,7 @@ def run_paced(pipeline: LocalPipeline, scenario: Scenario, steps: range) -> None
     """Write each step, then wait for everything the scenario should have caused so far.
 
     The pace of a person at a terminal, as in `make demo`. (Bursts of changes to one product
-    are a separate matter: see the known gap in docs/demo.md.)
+    are a separate matter: see the known gap in README 'Run it locally'.)
     """
     assert pipeline.mongo is not None
     collection = pipeline.mongo["clase"]["productos"]

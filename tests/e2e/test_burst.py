@@ -6,7 +6,7 @@ each change (its update description, with the pre-image), so each expected alert
 
 The relay here sends one PutEvents at a time, so the functions receive the changes in commit
 order and the test isolates the looked-up document from delivery order. Delivery out of order
-is a separate, known limit of episode mode (docs/functions.md, "Alert state and order"): an
+is a separate, known limit of episode mode (README 'The reactions', "Alert state and order"): an
 insert delivered after a newer change of its product is stale and does not page.
 """
 
