@@ -38,7 +38,7 @@ from change_contract import ContractError, backfill_change
 from change_contract.ejson import CODEC_OPTIONS
 from relay.checkpoint import CheckpointError, CheckpointStore, Position, token_from_bytes
 from relay.encoder import ChangeEncoder, OffloadInterruptedError
-from relay.forwarder import Forwarder, ForwarderOptions, Item
+from relay.forwarder import Forwarder, Item
 from relay.progress import Progress, ProgressMode, ProgressReporter
 from relay.service import (
     EXIT_CONFIG,
@@ -47,13 +47,16 @@ from relay.service import (
     EXIT_OK,
     FATAL_CODES,
     Relay,
-    aws_client,
     build_checkpoint_store,
+    dead_letter_sink,
     events_client,
+    forwarder_options,
+    metrics_emitter,
+    side_clients,
 )
 from relay.settings import RelaySettings, SettingsError
 from relay.stream import make_client, open_stream
-from relay.telemetry import MetricsEmitter, Stats, Ticker, logger
+from relay.telemetry import Stats, Ticker, logger
 
 # Exit code when the recorded stream position aged out of the oplog while the backfill ran.
 EXIT_SNAPSHOT_LOST: Final = 8
@@ -394,10 +397,9 @@ class Backfill:
         self._stop = threading.Event()
         self._mongo = mongo or make_client(settings.mongodb_uri)
         self._events = events or events_client(settings)
-        needs_dynamodb = settings.checkpoint_store == "dynamodb" or settings.lease_enabled
-        self._dynamodb = dynamodb or (aws_client("dynamodb") if needs_dynamodb else None)
-        self._s3 = s3 or (aws_client("s3", timeout_s=30.0) if settings.oversize_bucket else None)
-        self._sqs = sqs or (aws_client("sqs") if settings.dlq_queue_url else None)
+        self._dynamodb, self._s3, self._sqs = side_clients(
+            settings, dynamodb=dynamodb, s3=s3, sqs=sqs
+        )
         self.checkpoint_store = checkpoint_store or build_checkpoint_store(
             settings, mongo=self._mongo, dynamodb=self._dynamodb
         )
@@ -577,16 +579,11 @@ class Backfill:
     def _read_and_forward(self, state: BackfillState) -> int:
         self.forwarder = Forwarder(
             self._events,
-            self._dead_letter_sink(),
-            self.stats,
-            ForwarderOptions(
-                batch_max_entries=self.settings.batch_max_entries,
-                max_in_flight=self.settings.max_in_flight_requests,
-                max_request_bytes=self.settings.max_request_bytes,
-                retry_base_s=self.settings.retry_base_seconds,
-                retry_max_s=self.settings.retry_max_seconds,
-                halt_on_permanent_failure=self.settings.on_permanent_failure == "halt",
+            dead_letter_sink(
+                self.settings, self.stats, sqs=self._sqs, s3=self._s3, wait=self._stop.wait
             ),
+            self.stats,
+            forwarder_options(self.settings),
         )
         already = state.sent
         self._resumed_sent = already
@@ -598,12 +595,7 @@ class Backfill:
             mode=self.options.progress,
             log_interval_s=self.options.progress_interval_seconds,
         )
-        emitter = MetricsEmitter(
-            self.stats,
-            namespace=self.settings.metrics_namespace,
-            service=self.settings.service_name,
-            relay_id=self.settings.relay_id,
-        )
+        emitter = metrics_emitter(self.settings, self.stats)
         # EMF lines go to stdout: on a terminal they would only interleave with the bar.
         metrics = Ticker(
             "metrics",
@@ -758,22 +750,6 @@ class Backfill:
             return
         self._saved_mark = mark
         self.stats.add("CheckpointWrites")
-
-    def _dead_letter_sink(self) -> Any:
-        from relay.deadletter import LoggingDeadLetterSink, SqsDeadLetterSink
-
-        if self.settings.dlq_queue_url and self._sqs is not None:
-            return SqsDeadLetterSink(
-                self._sqs,
-                self.settings.dlq_queue_url,
-                self.settings.relay_id,
-                self.stats,
-                s3=self._s3,
-                bucket=self.settings.oversize_bucket,
-                prefix=self.settings.oversize_prefix,
-                wait=self._stop.wait,
-            )
-        return LoggingDeadLetterSink(self.stats)
 
     # Handover to streaming.
 

@@ -112,6 +112,55 @@ def build_checkpoint_store(
     return DynamoDBCheckpointStore(dynamodb, settings.checkpoint_table or "", settings.relay_id)
 
 
+def side_clients(
+    settings: RelaySettings, *, dynamodb: Any = None, s3: Any = None, sqs: Any = None
+) -> tuple[Any, Any, Any]:
+    """DynamoDB, S3 and SQS clients, each made only when a setting needs it (or handed in)."""
+    needs_dynamodb = settings.checkpoint_store == "dynamodb" or settings.lease_enabled
+    dynamodb = dynamodb or (aws_client("dynamodb") if needs_dynamodb else None)
+    s3 = s3 or (aws_client("s3", timeout_s=30.0) if settings.oversize_bucket else None)
+    sqs = sqs or (aws_client("sqs") if settings.dlq_queue_url else None)
+    return dynamodb, s3, sqs
+
+
+def forwarder_options(settings: RelaySettings) -> ForwarderOptions:
+    return ForwarderOptions(
+        batch_max_entries=settings.batch_max_entries,
+        max_in_flight=settings.max_in_flight_requests,
+        max_request_bytes=settings.max_request_bytes,
+        retry_base_s=settings.retry_base_seconds,
+        retry_max_s=settings.retry_max_seconds,
+        halt_on_permanent_failure=settings.on_permanent_failure == "halt",
+    )
+
+
+def dead_letter_sink(
+    settings: RelaySettings, stats: Stats, *, sqs: Any, s3: Any, wait: Any
+) -> DeadLetterSink:
+    """The DLQ from DLQ_QUEUE_URL, or (unset) a sink that logs and counts."""
+    if settings.dlq_queue_url and sqs is not None:
+        return SqsDeadLetterSink(
+            sqs,
+            settings.dlq_queue_url,
+            settings.relay_id,
+            stats,
+            s3=s3,
+            bucket=settings.oversize_bucket,
+            prefix=settings.oversize_prefix,
+            wait=wait,
+        )
+    return LoggingDeadLetterSink(stats)
+
+
+def metrics_emitter(settings: RelaySettings, stats: Stats) -> MetricsEmitter:
+    return MetricsEmitter(
+        stats,
+        namespace=settings.metrics_namespace,
+        service=settings.service_name,
+        relay_id=settings.relay_id,
+    )
+
+
 class Relay:
     """One relay: optional lease, then stream -> encode -> forward -> checkpoint until stopped."""
 
@@ -132,10 +181,9 @@ class Relay:
         self._stop_requested_at: float | None = None
         self._mongo = mongo or make_client(settings.mongodb_uri)
         self._events = events or events_client(settings)
-        needs_dynamodb = settings.checkpoint_store == "dynamodb" or settings.lease_enabled
-        self._dynamodb = dynamodb or (aws_client("dynamodb") if needs_dynamodb else None)
-        self._s3 = s3 or (aws_client("s3", timeout_s=30.0) if settings.oversize_bucket else None)
-        self._sqs = sqs or (aws_client("sqs") if settings.dlq_queue_url else None)
+        self._dynamodb, self._s3, self._sqs = side_clients(
+            settings, dynamodb=dynamodb, s3=s3, sqs=sqs
+        )
         self.checkpoint_store = checkpoint_store or build_checkpoint_store(
             settings, mongo=self._mongo, dynamodb=self._dynamodb
         )
@@ -185,12 +233,7 @@ class Relay:
 
     def run(self) -> int:
         """Run until stopped; returns the process exit code (see README 'The relay')."""
-        emitter = MetricsEmitter(
-            self.stats,
-            namespace=self.settings.metrics_namespace,
-            service=self.settings.service_name,
-            relay_id=self.settings.relay_id,
-        )
+        emitter = metrics_emitter(self.settings, self.stats)
         metrics = Ticker("metrics", self.settings.metrics_interval_seconds, emitter.emit)
         health = Ticker(
             "health", min(5.0, self.settings.health_max_age_seconds / 4), self._write_health
@@ -271,16 +314,11 @@ class Relay:
         self._read_position = self._saved
         self.forwarder = Forwarder(
             self._events,
-            self._dead_letter_sink(),
-            self.stats,
-            ForwarderOptions(
-                batch_max_entries=self.settings.batch_max_entries,
-                max_in_flight=self.settings.max_in_flight_requests,
-                max_request_bytes=self.settings.max_request_bytes,
-                retry_base_s=self.settings.retry_base_seconds,
-                retry_max_s=self.settings.retry_max_seconds,
-                halt_on_permanent_failure=self.settings.on_permanent_failure == "halt",
+            dead_letter_sink(
+                self.settings, self.stats, sqs=self._sqs, s3=self._s3, wait=self._stop.wait
             ),
+            self.stats,
+            forwarder_options(self.settings),
         )
         checkpointer = Ticker(
             "checkpoint", self.settings.checkpoint_interval_seconds, self._save_checkpoint
@@ -292,20 +330,6 @@ class Relay:
         finally:
             code = self._shut_down(checkpointer, code)
         return code
-
-    def _dead_letter_sink(self) -> DeadLetterSink:
-        if self.settings.dlq_queue_url and self._sqs is not None:
-            return SqsDeadLetterSink(
-                self._sqs,
-                self.settings.dlq_queue_url,
-                self.settings.relay_id,
-                self.stats,
-                s3=self._s3,
-                bucket=self.settings.oversize_bucket,
-                prefix=self.settings.oversize_prefix,
-                wait=self._stop.wait,
-            )
-        return LoggingDeadLetterSink(self.stats)
 
     def _shut_down(self, checkpointer: Ticker, code: int) -> int:
         forwarder = self.forwarder
