@@ -37,7 +37,7 @@ from pymongo.errors import OperationFailure, PyMongoError
 from change_contract import ContractError, backfill_change
 from change_contract.ejson import CODEC_OPTIONS
 from relay.checkpoint import CheckpointError, CheckpointStore, Position, token_from_bytes
-from relay.encoder import ChangeEncoder, OffloadInterruptedError
+from relay.encoder import OffloadInterruptedError
 from relay.forwarder import Forwarder, Item
 from relay.progress import Progress, ProgressMode, ProgressReporter
 from relay.service import (
@@ -48,6 +48,7 @@ from relay.service import (
     FATAL_CODES,
     Relay,
     build_checkpoint_store,
+    change_encoder,
     dead_letter_sink,
     events_client,
     forwarder_options,
@@ -410,16 +411,12 @@ class Backfill:
         self._state: BackfillState | None = None
         self._saved_mark: Position | None = None
         self.forwarder: Forwarder | None = None
-        self._encoder = ChangeEncoder(
-            bus_name=settings.event_bus_name,
-            source=settings.event_source,
-            max_entry_bytes=settings.max_request_bytes,
-            stats=self.stats,
+        self._encoder = change_encoder(
+            settings,
+            self.stats,
             s3=self._s3,
-            bucket=settings.oversize_bucket,
-            prefix=settings.oversize_prefix,
-            relay_id=settings.relay_id + PROGRESS_SUFFIX.replace("#", "-"),
             stop=self._stop,
+            key_prefix=settings.relay_id + PROGRESS_SUFFIX.replace("#", "-"),
         )
         self._relay: Relay | None = None
         self._resumed_sent = 0

@@ -152,6 +152,23 @@ def dead_letter_sink(
     return LoggingDeadLetterSink(stats)
 
 
+def change_encoder(
+    settings: RelaySettings, stats: Stats, *, s3: Any, stop: threading.Event, key_prefix: str
+) -> ChangeEncoder:
+    """The contract's encoder with the oversize tiers; offloaded payloads go under `key_prefix`."""
+    return ChangeEncoder(
+        bus_name=settings.event_bus_name,
+        source=settings.event_source,
+        max_entry_bytes=settings.max_request_bytes,
+        stats=stats,
+        s3=s3,
+        bucket=settings.oversize_bucket,
+        prefix=settings.oversize_prefix,
+        relay_id=key_prefix,
+        stop=stop,
+    )
+
+
 def metrics_emitter(settings: RelaySettings, stats: Stats) -> MetricsEmitter:
     return MetricsEmitter(
         stats,
@@ -206,16 +223,8 @@ class Relay:
         self._read_position: Position | None = None
         self._start_at: Timestamp | None = None
         self.forwarder: Forwarder | None = None
-        self._encoder = ChangeEncoder(
-            bus_name=settings.event_bus_name,
-            source=settings.event_source,
-            max_entry_bytes=settings.max_request_bytes,
-            stats=self.stats,
-            s3=self._s3,
-            bucket=settings.oversize_bucket,
-            prefix=settings.oversize_prefix,
-            relay_id=settings.relay_id,
-            stop=self._stop,
+        self._encoder = change_encoder(
+            settings, self.stats, s3=self._s3, stop=self._stop, key_prefix=settings.relay_id
         )
 
     # Control.
