@@ -14,17 +14,19 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from botocore.exceptions import BotoCoreError, ClientError
 from bson import Timestamp, json_util
 from bson.errors import BSONError
 from bson.json_util import CANONICAL_JSON_OPTIONS
 from bson.raw_bson import RawBSONDocument
 
+from relay.backoff import RetryStoppedError, retry_until_stored
 from relay.telemetry import Stats, logger
 
-# SQS accepts messages up to 256 KiB; a larger letter keeps its raw change in S3 when an oversize
-# bucket is configured, and otherwise loses only the readable copy, never the raw BSON under it.
-SQS_MAX_MESSAGE_BYTES = 262_144
+# SQS accepts messages up to 1 MiB (it was 256 KiB) where the queue's MaximumMessageSize allows
+# it: template.yaml sets it on the relay's queue. A larger letter drops its readable copy and, when
+# an oversize bucket is configured, keeps its raw change in S3; only with no bucket, and a raw
+# change too large on its own, is the raw change left out (logged as an error).
+SQS_MAX_MESSAGE_BYTES = 1_048_576
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,13 +127,27 @@ class SqsDeadLetterSink:
         self._bucket = bucket
         self._prefix = prefix
         self._wait = wait or threading.Event().wait
+        self._limit: int | None = None
 
     def describe(self) -> str:
         return self._queue_url
 
+    def _message_limit(self) -> int:
+        """The queue's own MaximumMessageSize (read once), never above what SQS accepts."""
+        # A queue made outside the stack may still be capped at 256 KiB: a letter over its cap
+        # would be rejected on every retry, so the letter is fitted to the queue, not to SQS.
+        if self._limit is None:
+            attributes = self._sqs.get_queue_attributes(
+                QueueUrl=self._queue_url, AttributeNames=["MaximumMessageSize"]
+            )["Attributes"]
+            queue_max = int(attributes.get("MaximumMessageSize", SQS_MAX_MESSAGE_BYTES))
+            self._limit = min(queue_max, SQS_MAX_MESSAGE_BYTES)
+        return self._limit
+
     def _fit(self, body: dict[str, Any]) -> str:
+        limit = self._message_limit()
         text = json.dumps(body)
-        if len(text.encode("utf-8")) <= SQS_MAX_MESSAGE_BYTES:
+        if len(text.encode("utf-8")) <= limit:
             return text
         body = {**body, "event": None}
         if self._s3 is not None and self._bucket and body["rawEventBson"] is not None:
@@ -145,38 +161,36 @@ class SqsDeadLetterSink:
                 "rawEventRef": {"bucket": self._bucket, "key": key},
             }
         text = json.dumps(body)
-        if len(text.encode("utf-8")) > SQS_MAX_MESSAGE_BYTES:
+        if len(text.encode("utf-8")) > limit:
             logger.error(
                 "dead letter too large for sqs, raw change left out",
                 event_id=body["eventId"],
                 bytes=len(text),
+                limit_bytes=limit,
             )
             text = json.dumps({**body, "rawEventBson": None, "rawEventOmitted": True})
         return text
 
     def send(self, letter: DeadLetter, *, should_stop: Callable[[], bool]) -> bool:
         body = letter_body(letter, self._relay_id)
-        delay = 0.2
-        while True:
-            try:
-                self._sqs.send_message(QueueUrl=self._queue_url, MessageBody=self._fit(body))
-            except (ClientError, BotoCoreError) as error:
-                logger.warning(
-                    "dead-letter send failed, retrying",
-                    event_id=letter.event_id,
-                    error=str(error),
-                    retry_in_s=delay,
-                )
-                self._stats.add("Retries")
-                if should_stop() or self._wait(delay):
-                    return False
-                delay = min(delay * 2, 30.0)
-                continue
-            logger.warning(
-                "change dead-lettered",
-                event_id=letter.event_id,
-                error_code=letter.error_code,
-                reason=letter.reason,
+        try:
+            retry_until_stored(
+                lambda: self._sqs.send_message(
+                    QueueUrl=self._queue_url, MessageBody=self._fit(body)
+                ),
+                failure_message="dead-letter send failed, retrying",
+                log_fields={"event_id": letter.event_id},
+                stats=self._stats,
+                wait=lambda delay: should_stop() or self._wait(delay),
             )
-            self._stats.add("DeadLettered")
-            return True
+        except RetryStoppedError:
+            # Each failure is already logged; False tells the caller the letter is not stored.
+            return False
+        logger.warning(
+            "change dead-lettered",
+            event_id=letter.event_id,
+            error_code=letter.error_code,
+            reason=letter.reason,
+        )
+        self._stats.add("DeadLettered")
+        return True

@@ -11,10 +11,9 @@ import threading
 from collections.abc import Mapping
 from typing import Any, Final
 
-from botocore.exceptions import BotoCoreError, ClientError
-
 from change_contract import ContractError, PayloadRef, encode_change
 from change_contract.encode import EncodedChange, event_id_of
+from relay.backoff import RetryStoppedError, retry_until_stored
 from relay.forwarder import Item
 from relay.telemetry import Stats, logger
 
@@ -133,25 +132,20 @@ class ChangeEncoder:
     def _offload(self, full: EncodedChange) -> PayloadRef:
         digest = hashlib.sha256(full.event_id.encode("utf-8")).hexdigest()
         ref = PayloadRef(self._bucket or "", f"{self._prefix}{self._relay_id}/{digest}.json")
-        delay = 0.2
-        while True:
-            try:
-                self._s3.put_object(
+        try:
+            # The change cannot go on without its payload stored: retry, as for PutEvents.
+            retry_until_stored(
+                lambda: self._s3.put_object(
                     Bucket=ref.bucket,
                     Key=ref.key,
                     Body=full.entry["Detail"].encode("utf-8"),
                     ContentType="application/json",
-                )
-                return ref
-            except (ClientError, BotoCoreError) as error:
-                # The change cannot go on without its payload stored: retry, as for PutEvents.
-                logger.warning(
-                    "oversize payload upload failed, retrying",
-                    event_id=full.event_id,
-                    error=str(error),
-                    retry_in_s=delay,
-                )
-                self._stats.add("Retries")
-                if self._stop.wait(delay):
-                    raise OffloadInterruptedError(full.event_id) from error
-                delay = min(delay * 2, 30.0)
+                ),
+                failure_message="oversize payload upload failed, retrying",
+                log_fields={"event_id": full.event_id},
+                stats=self._stats,
+                wait=self._stop.wait,
+            )
+        except RetryStoppedError as stopped:
+            raise OffloadInterruptedError(full.event_id) from stopped.last_error
+        return ref
