@@ -5,16 +5,15 @@ general-purpose signer; the relay makes one call per 10 changes, so that cost do
 per-event budget. This client takes what botocore resolves once (endpoint, region) from a boto3
 client and refreshable credentials from the session, then per call only serialises JSON (orjson),
 signs with `SigV4Signer` (the same signature as botocore's `SigV4Auth`, tested against it, with the
-day's signing key kept), and sends on a persistent connection per thread. Errors are raised as
-botocore's own exception types (`ClientError` with the AWS error code, `ReadTimeoutError`,
-`EndpointConnectionError`), so the forwarder's retry and dead-letter logic is the same for both
-clients. Never logs request bodies.
+day's signing key kept), and sends on a persistent connection per thread (`PostConnection`).
+Errors are raised as botocore's own exception types (`ClientError` with the AWS error code,
+`ReadTimeoutError`, `EndpointConnectionError`), so the forwarder's retry and dead-letter logic is
+the same for both clients. Never logs request bodies.
 """
 
 import datetime as dt
 import hashlib
 import hmac
-import http.client
 import json
 import ssl
 import threading
@@ -25,6 +24,8 @@ from urllib.parse import quote, urlsplit
 
 import orjson
 from botocore.exceptions import ClientError, EndpointConnectionError, ReadTimeoutError
+
+from relay.http_connection import PostConnection
 
 SERVICE = "events"
 TARGET = "AWSEvents.PutEvents"
@@ -139,25 +140,14 @@ class LeanPutEventsClient:
             service=SERVICE, region=self._region, host=self._host, path=self._path
         )
 
-    def _connection(self) -> http.client.HTTPConnection:
-        connection: http.client.HTTPConnection | None = getattr(self._local, "connection", None)
+    def _connection(self) -> PostConnection:
+        connection: PostConnection | None = getattr(self._local, "connection", None)
         if connection is None:
-            if self._https:
-                connection = http.client.HTTPSConnection(
-                    self._hostname, self._port, timeout=self._timeout_s, context=self._ssl
-                )
-            else:
-                connection = http.client.HTTPConnection(
-                    self._hostname, self._port, timeout=self._timeout_s
-                )
+            connection = PostConnection(
+                self._hostname, self._port, timeout_s=self._timeout_s, tls=self._ssl
+            )
             self._local.connection = connection
         return connection
-
-    def _drop_connection(self) -> None:
-        connection = getattr(self._local, "connection", None)
-        if connection is not None:
-            connection.close()
-            self._local.connection = None
 
     def signed_headers(self, body: bytes) -> dict[str, str]:
         """The headers of one PutEvents POST of `body`, signed with SigV4."""
@@ -167,23 +157,17 @@ class LeanPutEventsClient:
     def put_events(self, Entries: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         body = request_body(Entries)
         headers = self.signed_headers(body)
-        connection = self._connection()
         try:
-            connection.request("POST", self._path, body=body, headers=headers)
-            response = connection.getresponse()
-            payload = response.read()
+            response = self._connection().post(self._path, headers, body)
         except TimeoutError as error:
-            self._drop_connection()
             raise ReadTimeoutError(endpoint_url=self.endpoint_url, error=error) from error
-        except (OSError, http.client.HTTPException) as error:
-            self._drop_connection()
+        except OSError as error:  # refused, reset, TLS failures, ProtocolError
             raise EndpointConnectionError(endpoint_url=self.endpoint_url, error=error) from error
-        if response.getheader("connection", "").lower() == "close":
-            self._drop_connection()
         if response.status == 200:
-            parsed: dict[str, Any] = json.loads(payload)
+            parsed: dict[str, Any] = json.loads(response.body)
             return parsed
-        raise _client_error(response.status, payload, response.getheader("x-amzn-ErrorType"))
+        error_type = response.headers.get("x-amzn-errortype")
+        raise _client_error(response.status, response.body, error_type)
 
 
 def _client_error(status: int, payload: bytes, error_type: str | None) -> ClientError:
