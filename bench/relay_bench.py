@@ -264,7 +264,7 @@ def run_baseline(
                 latency_ms=latency_ms,
                 watch_pid=process.process.pid,
                 target=events,
-                latency_since=time.time() if live else 0.0,
+                latency_since=time.time() if live else None,
             )
         wait_until(
             lambda: ready_file.exists() or not process.running,

@@ -32,7 +32,7 @@ def _events(endpoint: str):
 
 def test_put_events_succeeds_for_every_entry_and_is_counted(sink):
     # GIVEN an armed sink watching this process
-    sink.client.arm(latency_ms=0, watch_pid=os.getpid(), target=3)
+    sink.client.arm(latency_ms=0, watch_pid=os.getpid(), target=3, latency_since=0.0)
     entry = {
         "Source": "mongodb.changestream",
         "DetailType": "MongoDB Change Event",

@@ -37,8 +37,8 @@ def test_a_detail_without_wall_time_has_none():
 
 
 def test_record_counts_entries_requests_and_latencies():
-    # GIVEN a fresh state and two requests of 3 and 2 entries, committed at WALL
-    state = SinkState()
+    # GIVEN a state armed for latencies and two requests of 3 and 2 entries, committed at WALL
+    state = SinkState(latency_since=0.0)
     detail = encode_change(_change()).entry["Detail"]
     arrival = WALL.timestamp() + 0.5
 
@@ -54,6 +54,18 @@ def test_record_counts_entries_requests_and_latencies():
     assert snapshot["last_arrival"] == arrival + 1
     assert snapshot["latencies_s"] == pytest.approx([0.5] * 3 + [1.5] * 2)
     assert snapshot["cpu_samples"] == []
+
+
+def test_a_throughput_run_counts_entries_without_reading_any_detail():
+    # GIVEN a state armed without a latency window, and details that are not even JSON
+    state = SinkState()
+
+    # WHEN a request is recorded
+    state.record(WALL.timestamp(), ["not json", "{"])
+
+    # THEN its entries are counted and no latency is kept
+    snapshot = state.snapshot()
+    assert (snapshot["requests"], snapshot["entries"], snapshot["latencies_s"]) == (1, 2, [])
 
 
 def test_cpu_is_sampled_at_the_first_request_and_when_the_target_is_crossed():
