@@ -70,11 +70,12 @@ class _NonFiniteDoubles(TypeDecoder):
         return value if math.isfinite(value) else NonFiniteDouble(value)
 
 
-# How the fast path decodes BSON before rendering: plain dicts; UTC datetimes (dates outside
-# Python's range as DatetimeMS); UUIDs left as Binary, which orjson cannot mistake for a string.
+# How the fast path decodes BSON before rendering: plain dicts; naive datetimes, which are UTC
+# (cheaper to build and to print than aware ones; dates outside Python's range as DatetimeMS);
+# UUIDs left as Binary, which orjson cannot mistake for a string.
 RENDER_OPTIONS: Final = CodecOptions(
     document_class=dict,
-    tz_aware=True,
+    tz_aware=False,
     uuid_representation=UuidRepresentation.UNSPECIFIED,
     datetime_conversion=DatetimeConversion.DATETIME_AUTO,
     type_registry=TypeRegistry([_NonFiniteDoubles()]),
@@ -83,7 +84,7 @@ RENDER_OPTIONS: Final = CodecOptions(
 _ORJSON_OPTIONS: Final = (
     (_ORJSON.OPT_PASSTHROUGH_DATETIME | _ORJSON.OPT_PASSTHROUGH_SUBCLASS) if _ORJSON else 0
 )
-_UTC_ZONES: Final = (BSON_UTC, dt.UTC)
+_UTC_ZONES: Final = (None, BSON_UTC, dt.UTC)  # None: a naive datetime, UTC as BSON has it
 
 
 def fast_path_available() -> bool:

@@ -124,6 +124,8 @@ def encode_change(
     wall_time = change.get("wallTime")
     if wall_time is not None and not isinstance(wall_time, dt.datetime):
         raise ContractError("`wallTime` is not a date", event_id=event_id)
+    if wall_time is not None and wall_time.tzinfo is None:
+        wall_time = wall_time.replace(tzinfo=dt.UTC)  # BSON dates are UTC
 
     # The detail, in a fixed key order.
     dropped = set(CONTENT_FIELDS) if payload_ref else set(omit)
