@@ -80,9 +80,11 @@ def events_client(settings: RelaySettings) -> Any:
     parameter validation is off because the entries come from the contract, already valid. The
     boto3 client also resolves endpoint, region and credentials for the lean client.
 
-    Known gap: even so the relay spends ~140-200 µs of CPU per event on this machine, above the
-    60 µs target, mostly per-request work and GIL hand-offs between sender threads (measured in
-    README 'The relay'). A sender with fewer threads and more requests in flight each would lift it.
+    Known gap: the relay still spends more CPU per change than the 60 µs target on the project
+    machine (figures and profile in README 'Latest figures'): reading (~20-35 µs), decoding and
+    rendering the detail in Python objects (~45-60 µs alone, two to three times that beside
+    SecantusDB and the sink on the same two cores) and per-request work. Rendering BSON to the
+    detail JSON without building Python objects (a C extension) would lift the largest share.
     """
     client = aws_client(
         "events",

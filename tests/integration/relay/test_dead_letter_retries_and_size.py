@@ -5,7 +5,6 @@ and the relay's DLQ (made as the template makes it, on moto_server) taking lette
 import base64
 import json
 import socket
-import threading
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -18,7 +17,7 @@ from localdev.template_model import load_template
 from relay.deadletter import SQS_MAX_MESSAGE_BYTES, DeadLetter, SqsDeadLetterSink
 from relay.encoder import ChangeEncoder, OffloadInterruptedError
 from relay.telemetry import Stats
-from tests.unit.relay.helpers import raw_change
+from tests.unit.relay.helpers import RecordingStop, raw_change
 
 ONE_TRY = Config(retries={"max_attempts": 1, "mode": "standard"}, connect_timeout=2)
 
@@ -71,24 +70,9 @@ def test_a_refused_dead_letter_send_is_retried_until_the_relay_stops(refusing_en
     assert stats.total("DeadLettered") == 0
 
 
-class CountingStop(threading.Event):
-    """The relay's stop event: set by its own third wait, which (like the others) never sleeps."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.delays: list[float] = []
-
-    def wait(self, timeout: float | None = None) -> bool:
-        assert timeout is not None
-        self.delays.append(timeout)
-        if len(self.delays) == 3:
-            self.set()
-        return self.is_set()
-
-
 def test_a_refused_upload_is_retried_until_the_relay_stops(refusing_endpoint):
     # GIVEN an S3 endpoint that refuses connections, and an update only S3 could carry
-    stats, stop = Stats(), CountingStop()
+    stats, stop = Stats(), RecordingStop(stop_after=3)
     encoder = ChangeEncoder(
         bus_name="bus",
         source="src",

@@ -77,3 +77,20 @@ class RecordingDeadLetters:
     def send(self, letter: Any, *, should_stop: Callable[[], bool]) -> bool:
         self.letters.append(letter)
         return True
+
+
+class RecordingStop(threading.Event):
+    """The relay's stop event: its waits are recorded and never sleep; with `stop_after`, the
+    event sets itself on that wait, as a relay told to stop while retrying."""
+
+    def __init__(self, stop_after: int | None = None) -> None:
+        super().__init__()
+        self.delays: list[float] = []
+        self._stop_after = stop_after
+
+    def wait(self, timeout: float | None = None) -> bool:
+        assert timeout is not None
+        self.delays.append(timeout)
+        if self._stop_after is not None and len(self.delays) >= self._stop_after:
+            self.set()
+        return self.is_set()

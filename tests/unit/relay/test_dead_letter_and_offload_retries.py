@@ -18,7 +18,7 @@ from localdev.template_model import load_template
 from relay.deadletter import SQS_MAX_MESSAGE_BYTES, DeadLetter, SqsDeadLetterSink
 from relay.encoder import ChangeEncoder, OffloadInterruptedError
 from relay.telemetry import Stats
-from tests.unit.relay.helpers import client_error, raw_change
+from tests.unit.relay.helpers import RecordingStop, client_error, raw_change
 
 OLD_SQS_LIMIT = 262_144  # SQS's limit before 1 MiB, and what a queue made long ago may still cap
 
@@ -60,19 +60,6 @@ class RecordedWait:
     def __call__(self, delay: float) -> bool:
         self.delays.append(delay)
         return self.stop
-
-
-class FakeStop(threading.Event):
-    """The relay's stop event, whose waits are recorded and never sleep."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.delays: list[float] = []
-
-    def wait(self, timeout: float | None = None) -> bool:
-        assert timeout is not None
-        self.delays.append(timeout)
-        return self.is_set()
 
 
 def letter(event_id: str = "e1", change: Any = None) -> DeadLetter:
@@ -154,7 +141,7 @@ def offloading_encoder(s3: FlakyAws, stats: Stats, stop: threading.Event) -> Cha
 
 def test_the_upload_retries_with_doubling_delays_until_the_payload_is_stored(caplog):
     # GIVEN a bucket that refuses the first two uploads
-    s3, stats, stop = FlakyAws(failures=2), Stats(), FakeStop()
+    s3, stats, stop = FlakyAws(failures=2), Stats(), RecordingStop()
 
     # WHEN an oversize change is encoded
     item = offloading_encoder(s3, stats, stop).encode(oversize_update())
@@ -174,7 +161,7 @@ def test_the_upload_retries_with_doubling_delays_until_the_payload_is_stored(cap
 
 def test_a_stop_during_the_upload_raises_offload_interrupted_from_the_aws_error():
     # GIVEN a bucket that keeps failing, and a relay told to stop
-    s3, stats, stop = FlakyAws(failures=10), Stats(), FakeStop()
+    s3, stats, stop = FlakyAws(failures=10), Stats(), RecordingStop()
     stop.set()
 
     # WHEN an oversize change is encoded
