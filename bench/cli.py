@@ -110,6 +110,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     # Imported here so `--help` and argument parsing need neither drivers nor servers.
     from bench.functions_bench import FunctionBenchConfig, run_function_bench
+    from bench.hot_path import hot_path_table, measure_hot_path
     from bench.relay_bench import RelayBenchConfig, run_relay_bench
     from bench.report import render_markdown, write_results
 
@@ -140,6 +141,9 @@ def main(argv: list[str] | None = None) -> int:
         report.notes += outcome.notes
         if outcome.profile_path is not None:
             report.profile_path = _shown(outcome.profile_path)
+        log("relay: its steps in isolation")
+        changes = 200 if args.quick else 2_000
+        report.hot_path = hot_path_table(measure_hot_path(changes, rounds=1 if args.quick else 3))
     if not args.skip_functions:
         log("functions: cold start and warm invocations")
         report.function_runs = run_function_bench(

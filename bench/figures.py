@@ -77,6 +77,8 @@ class BenchReport:
     function_runs: list[FunctionRun] = field(default_factory=list)
     profile_path: str | None = None
     notes: list[str] = field(default_factory=list)
+    # The relay's steps in isolation (bench/hot_path.py), as rendered rows.
+    hot_path: str | None = None
 
     def run(self, variant: str, sink_latency_ms: float) -> RelayRun | None:
         for run in self.relay_runs:

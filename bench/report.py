@@ -181,6 +181,16 @@ def render_markdown(report: BenchReport) -> str:
             f"A target was missed: where the relay's CPU goes (py-spy, every thread) is in "
             f"`{report.profile_path}` (collapsed stacks beside it, `relay-profile.folded`).",
         ]
+    if report.hot_path:
+        parts += [
+            "",
+            "### The relay's steps in isolation",
+            "",
+            "CPU per change in one process with no server (`bench/hot_path.py`), each step beside "
+            "the library way it replaced; a request carries 10 changes.",
+            "",
+            report.hot_path,
+        ]
     if report.function_runs:
         parts += ["", "## Functions", "", function_table(report.function_runs)]
         parts += ["", function_ratio_table(report.function_runs)]
