@@ -1,9 +1,11 @@
 """Typed readers for environment variables, failing fast with the variable's name and form.
 
-Settings are read once, at cold start; a bad value must stop the function there with a message
-an operator can act on, never surface later as a confusing error in the middle of an event.
+Settings are read once, at cold start (or relay start); a bad value must stop the process there
+with a message an operator can act on, never surface later as a confusing error in the middle of
+an event. These are the only typed readers: the functions and the relay both use them.
 """
 
+import math
 import os
 from collections.abc import Iterable, Mapping
 
@@ -16,6 +18,7 @@ class ConfigError(ValueError):
 
     def __init__(self, name: str, problem: str) -> None:
         self.name = name
+        self.problem = problem
         super().__init__(f"{name}: {problem}")
 
 
@@ -35,8 +38,16 @@ def env_str(
     if value is not None:
         return value
     if default is None:
-        raise ConfigError(name, "is required and not set")
+        raise ConfigError(name, "is required and must not be empty")
     return default
+
+
+def env_present(name: str, *, environ: Mapping[str, str] | None = None) -> str:
+    """A text setting that must be set but may be blank, for when blank has its own meaning."""
+    value = (os.environ if environ is None else environ).get(name)
+    if value is None:
+        raise ConfigError(name, "is required (it may be set empty)")
+    return value.strip()
 
 
 def env_optional(name: str, *, environ: Mapping[str, str] | None = None) -> str | None:
@@ -56,13 +67,41 @@ def env_bool(name: str, default: bool, *, environ: Mapping[str, str] | None = No
     raise ConfigError(name, f"expected true or false, got {value!r}")
 
 
+def _check_bounds(
+    name: str,
+    number: float,
+    shown: str,
+    minimum: float | None,
+    maximum: float | None,
+) -> None:
+    """Raise unless `minimum <= number <= maximum` (a bound left as None is not checked)."""
+    low_ok = minimum is None or number >= minimum
+    high_ok = maximum is None or number <= maximum
+    if low_ok and high_ok:
+        return
+    if minimum is not None and maximum is not None:
+        expected = f"between {_bound(minimum)} and {_bound(maximum)}"
+    elif minimum is not None:
+        expected = f">= {_bound(minimum)}"
+    else:
+        expected = f"<= {_bound(maximum)}"
+    raise ConfigError(name, f"expected a number {expected}, got {shown}")
+
+
+def _bound(value: float | None) -> str:
+    # Integers print whole (4096, not 4.096e+03); floats in their shortest form (0.05).
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
 def env_int(
     name: str,
     default: int,
     *,
     minimum: int | None = None,
+    maximum: int | None = None,
     environ: Mapping[str, str] | None = None,
 ) -> int:
+    """A whole number, checked against the bounds given (both inclusive)."""
     value = _raw(name, environ)
     if value is None:
         return default
@@ -70,8 +109,29 @@ def env_int(
         number = int(value)
     except ValueError as error:
         raise ConfigError(name, f"expected a whole number, got {value!r}") from error
-    if minimum is not None and number < minimum:
-        raise ConfigError(name, f"expected a number >= {minimum}, got {number}")
+    _check_bounds(name, number, str(number), minimum, maximum)
+    return number
+
+
+def env_float(
+    name: str,
+    default: float,
+    *,
+    minimum: float | None = None,
+    maximum: float | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> float:
+    """A number (`0.5`, `30`, `1e-3`), checked against the bounds given (both inclusive)."""
+    value = _raw(name, environ)
+    if value is None:
+        return default
+    try:
+        number = float(value)
+    except ValueError as error:
+        raise ConfigError(name, f"expected a number, got {value!r}") from error
+    if math.isnan(number):
+        raise ConfigError(name, f"expected a number, got {value!r}")
+    _check_bounds(name, number, value, minimum, maximum)
     return number
 
 
@@ -80,15 +140,16 @@ def env_enum(
     choices: Iterable[str],
     default: str,
     *,
+    ignore_case: bool = True,
     environ: Mapping[str, str] | None = None,
 ) -> str:
-    """One of `choices` (compared without case), returned as the choice is spelled."""
+    """One of `choices`, returned as the choice is spelled; compared without case unless told."""
     options = tuple(choices)
     value = _raw(name, environ)
     if value is None:
         return default
     for option in options:
-        if option.lower() == value.lower():
+        if option == value or (ignore_case and option.lower() == value.lower()):
             return option
     raise ConfigError(name, f"expected one of {', '.join(options)}, got {value!r}")
 

@@ -38,6 +38,7 @@ from reaction_runtime import (
     observability,
     subject_line,
 )
+from reaction_runtime.env import env_float, env_present
 from reaction_runtime.idempotency import idempotency_config
 from tests.unit.functions.conftest import IDEMPOTENCY_TABLE, read_event
 
@@ -47,6 +48,21 @@ from tests.unit.functions.conftest import IDEMPOTENCY_TABLE, read_event
 def test_required_setting_names_the_variable():
     with pytest.raises(ConfigError, match="ALERT_TOPIC_ARN: is required"):
         env_str("ALERT_TOPIC_ARN", environ={"ALERT_TOPIC_ARN": "  "})
+
+
+def test_required_setting_error_carries_name_and_problem():
+    with pytest.raises(ConfigError) as raised:
+        env_str("RELAY_ID", environ={})
+
+    assert raised.value.name == "RELAY_ID"
+    assert raised.value.problem == "is required and must not be empty"
+
+
+def test_present_setting_may_be_blank_but_not_unset():
+    assert env_present("WATCH_DATABASE", environ={"WATCH_DATABASE": "  "}) == ""
+    assert env_present("WATCH_DATABASE", environ={"WATCH_DATABASE": " clase "}) == "clase"
+    with pytest.raises(ConfigError, match=r"WATCH_DATABASE: is required \(it may be set empty\)"):
+        env_present("WATCH_DATABASE", environ={})
 
 
 def test_text_setting_default_and_value():
@@ -71,6 +87,47 @@ def test_int_setting_checks_form_and_minimum():
         env_int("LOW_STOCK_THRESHOLD", 10, environ={"LOW_STOCK_THRESHOLD": "diez"})
     with pytest.raises(ConfigError, match="N: expected a number >= 0, got -1"):
         env_int("N", 1, minimum=0, environ={"N": "-1"})
+
+
+def test_int_setting_checks_a_maximum_and_both_bounds():
+    assert env_int("N", 8, minimum=1, maximum=64, environ={"N": "64"}) == 64
+    with pytest.raises(ConfigError, match="N: expected a number <= 10, got 11"):
+        env_int("N", 1, maximum=10, environ={"N": "11"})
+    with pytest.raises(ConfigError, match="BATCH: expected a number between 1 and 10, got 0"):
+        env_int("BATCH", 10, minimum=1, maximum=10, environ={"BATCH": "0"})
+
+
+def test_int_bounds_print_whole():
+    with pytest.raises(ConfigError, match="between 4096 and 16777216, got 100"):
+        env_int("B", 4096, minimum=4096, maximum=16_777_216, environ={"B": "100"})
+
+
+def test_float_setting_checks_form_and_bounds():
+    assert env_float("S", 1.5, environ={}) == 1.5
+    assert env_float("S", 1.5, minimum=0.05, maximum=300, environ={"S": " 0.05 "}) == 0.05
+    assert env_float("S", 1.5, minimum=0.1, environ={"S": "1e3"}) == 1000.0
+    with pytest.raises(ConfigError, match="S: expected a number, got 'soon'"):
+        env_float("S", 1.5, environ={"S": "soon"})
+    with pytest.raises(ConfigError, match="S: expected a number >= 3, got 1"):
+        env_float("S", 30.0, minimum=3.0, environ={"S": "1"})
+    with pytest.raises(ConfigError, match=r"S: expected a number <= 0\.5, got 0\.75"):
+        env_float("S", 0.1, maximum=0.5, environ={"S": "0.75"})
+    with pytest.raises(ConfigError, match=r"S: expected a number between 0\.05 and 300, got 301"):
+        env_float("S", 1.0, minimum=0.05, maximum=300, environ={"S": "301"})
+
+
+def test_float_setting_refuses_nan_even_without_bounds():
+    with pytest.raises(ConfigError, match="S: expected a number, got 'nan'"):
+        env_float("S", 1.0, environ={"S": "nan"})
+
+
+def test_enum_setting_can_require_the_exact_spelling():
+    choices = ("default", "updateLookup")
+    assert env_enum("F", choices, "default", ignore_case=False, environ={"F": "updateLookup"}) == (
+        "updateLookup"
+    )
+    with pytest.raises(ConfigError, match="F: expected one of default, updateLookup, got 'u"):
+        env_enum("F", choices, "default", ignore_case=False, environ={"F": "updatelookup"})
 
 
 def test_enum_setting_ignores_case_and_lists_choices():
