@@ -2,32 +2,40 @@
 
 Every problem is reported as a `SettingsError` naming the variable and the expected form; nothing
 else in the relay reads `os.environ` (AWS clients read the standard AWS variables themselves).
+The typed readers are the shared layer's (`reaction_runtime.env`); none are written here.
 """
 
 import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Final, Literal
+from typing import Any, Literal
 
 from change_contract import DEFAULT_MAX_REQUEST_BYTES
 from change_contract.constants import MAX_ENTRIES_PER_REQUEST
+from reaction_runtime.env import (
+    ConfigError,
+    env_bool,
+    env_enum,
+    env_float,
+    env_int,
+    env_optional,
+    env_present,
+    env_str,
+)
 
 FullDocument = Literal["default", "updateLookup", "whenAvailable", "required"]
 BeforeChange = Literal["off", "whenAvailable", "required"]
 
 _RELAY_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
-_TRUE: Final = frozenset({"1", "true", "yes", "on"})
-_FALSE: Final = frozenset({"0", "false", "no", "off", ""})
 
 
-class SettingsError(ValueError):
+class SettingsError(ConfigError):
     """A setting is missing or malformed; `variable` names the environment variable."""
 
-    def __init__(self, variable: str, problem: str) -> None:
-        self.variable = variable
-        self.problem = problem
-        super().__init__(f"{variable}: {problem}")
+    @property
+    def variable(self) -> str:
+        return self.name
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,96 +101,132 @@ class RelaySettings:
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> "RelaySettings":
         """Parse and validate; raise `SettingsError` on the first problem found."""
-        reader = _Reader(env)
+        try:
+            return cls._parse(env)
+        except SettingsError:
+            raise
+        except ConfigError as error:
+            # A shared reader's error, given the relay's type so callers catch one kind.
+            raise SettingsError(error.name, error.problem) from error
 
+    @classmethod
+    def _parse(cls, env: Mapping[str, str]) -> "RelaySettings":
         # Required: where to read, where to write, who we are.
-        mongodb_uri = reader.required("MONGODB_URI")
+        mongodb_uri = env_str("MONGODB_URI", environ=env)
         if not mongodb_uri.startswith(("mongodb://", "mongodb+srv://")):
             raise SettingsError("MONGODB_URI", "must start with mongodb:// or mongodb+srv://")
-        scope = _scope(reader)
-        relay_id = reader.required("RELAY_ID")
+        scope = _scope(env)
+        relay_id = env_str("RELAY_ID", environ=env)
         if not _RELAY_ID.fullmatch(relay_id):
             raise SettingsError("RELAY_ID", "use 1-128 letters, digits, '.', '_', ':' or '-'")
-        checkpoint_store = reader.choice("CHECKPOINT_STORE", ("dynamodb", "mongodb"), "dynamodb")
-        lease_enabled = reader.boolean("LEASE_ENABLED", False)
-        checkpoint_table = reader.optional("CHECKPOINT_TABLE")
+        checkpoint_store = _choice(env, "CHECKPOINT_STORE", ("dynamodb", "mongodb"), "dynamodb")
+        lease_enabled = env_bool("LEASE_ENABLED", False, environ=env)
+        checkpoint_table = env_optional("CHECKPOINT_TABLE", environ=env)
         if checkpoint_table is None and (checkpoint_store == "dynamodb" or lease_enabled):
             raise SettingsError(
                 "CHECKPOINT_TABLE",
                 "is required (the DynamoDB table holding checkpoints and the lease)",
             )
 
-        full_document = reader.choice(
+        full_document = _choice(
+            env,
             "FULL_DOCUMENT",
             ("default", "updateLookup", "whenAvailable", "required"),
             "updateLookup",
         )
-        before_change = reader.choice(
-            "FULL_DOCUMENT_BEFORE_CHANGE", ("off", "whenAvailable", "required"), "off"
+        before_change = _choice(
+            env, "FULL_DOCUMENT_BEFORE_CHANGE", ("off", "whenAvailable", "required"), "off"
         )
-        lease_seconds = reader.number("LEASE_SECONDS", 30.0, minimum=3.0)
+        lease_seconds = env_float("LEASE_SECONDS", 30.0, minimum=3.0, environ=env)
         settings = cls(
             mongodb_uri=mongodb_uri,
             scope=scope,
-            event_bus_name=reader.required("EVENT_BUS_NAME"),
-            event_source=reader.required("EVENT_SOURCE"),
+            event_bus_name=env_str("EVENT_BUS_NAME", environ=env),
+            event_source=env_str("EVENT_SOURCE", environ=env),
             relay_id=relay_id,
             checkpoint_table=checkpoint_table,
-            watch_match=_match(reader.optional("WATCH_MATCH")),
+            watch_match=_match(env_optional("WATCH_MATCH", environ=env)),
             full_document=full_document,  # type: ignore[arg-type]
             full_document_before_change=before_change,  # type: ignore[arg-type]
             checkpoint_store=checkpoint_store,  # type: ignore[arg-type]
-            checkpoint_database=reader.optional("CHECKPOINT_DATABASE") or "relay",
-            checkpoint_collection=reader.optional("CHECKPOINT_COLLECTION") or "relay_checkpoints",
-            checkpoint_interval_seconds=reader.number(
-                "CHECKPOINT_INTERVAL_SECONDS", 1.0, minimum=0.05, maximum=300
+            checkpoint_database=env_str("CHECKPOINT_DATABASE", "relay", environ=env),
+            checkpoint_collection=env_str(
+                "CHECKPOINT_COLLECTION", "relay_checkpoints", environ=env
             ),
-            batch_max_entries=reader.integer(
-                "BATCH_MAX_ENTRIES", MAX_ENTRIES_PER_REQUEST, 1, MAX_ENTRIES_PER_REQUEST
+            checkpoint_interval_seconds=env_float(
+                "CHECKPOINT_INTERVAL_SECONDS", 1.0, minimum=0.05, maximum=300, environ=env
             ),
-            max_in_flight_requests=reader.integer("MAX_IN_FLIGHT_REQUESTS", 8, 1, 64),
-            max_request_bytes=reader.integer(
-                "MAX_REQUEST_BYTES", DEFAULT_MAX_REQUEST_BYTES, 4096, 16 * DEFAULT_MAX_REQUEST_BYTES
+            batch_max_entries=env_int(
+                "BATCH_MAX_ENTRIES",
+                MAX_ENTRIES_PER_REQUEST,
+                minimum=1,
+                maximum=MAX_ENTRIES_PER_REQUEST,
+                environ=env,
             ),
-            put_events_timeout_seconds=reader.number(
-                "PUT_EVENTS_TIMEOUT_SECONDS", 10.0, minimum=0.1, maximum=300
+            max_in_flight_requests=env_int(
+                "MAX_IN_FLIGHT_REQUESTS", 8, minimum=1, maximum=64, environ=env
             ),
-            put_events_client=reader.choice(  # type: ignore[arg-type]
-                "PUT_EVENTS_CLIENT", ("lean", "botocore"), "lean"
+            max_request_bytes=env_int(
+                "MAX_REQUEST_BYTES",
+                DEFAULT_MAX_REQUEST_BYTES,
+                minimum=4096,
+                maximum=16 * DEFAULT_MAX_REQUEST_BYTES,
+                environ=env,
             ),
-            retry_base_seconds=reader.number("RETRY_BASE_SECONDS", 0.1, minimum=0.001),
-            retry_max_seconds=reader.number("RETRY_MAX_SECONDS", 20.0, minimum=0.01),
-            max_await_time_ms=reader.integer("MAX_AWAIT_TIME_MS", 1000, 10, 60_000),
-            reconnect_max_seconds=reader.number("RECONNECT_MAX_SECONDS", 30.0, minimum=0.1),
-            on_history_lost=reader.choice("ON_HISTORY_LOST", ("fail", "restart"), "fail"),  # type: ignore[arg-type]
-            on_invalidate=reader.choice("ON_INVALIDATE", ("restart", "stop"), "restart"),  # type: ignore[arg-type]
-            oversize_bucket=reader.optional("OVERSIZE_BUCKET"),
-            oversize_prefix=reader.optional("OVERSIZE_PREFIX") or "relay-oversize/",
-            dlq_queue_url=reader.optional("DLQ_QUEUE_URL"),
-            on_permanent_failure=reader.choice("ON_PERMANENT_FAILURE", ("dlq", "halt"), "dlq"),  # type: ignore[arg-type]
+            put_events_timeout_seconds=env_float(
+                "PUT_EVENTS_TIMEOUT_SECONDS", 10.0, minimum=0.1, maximum=300, environ=env
+            ),
+            put_events_client=_choice(  # type: ignore[arg-type]
+                env, "PUT_EVENTS_CLIENT", ("lean", "botocore"), "lean"
+            ),
+            retry_base_seconds=env_float("RETRY_BASE_SECONDS", 0.1, minimum=0.001, environ=env),
+            retry_max_seconds=env_float("RETRY_MAX_SECONDS", 20.0, minimum=0.01, environ=env),
+            max_await_time_ms=env_int(
+                "MAX_AWAIT_TIME_MS", 1000, minimum=10, maximum=60_000, environ=env
+            ),
+            reconnect_max_seconds=env_float(
+                "RECONNECT_MAX_SECONDS", 30.0, minimum=0.1, environ=env
+            ),
+            on_history_lost=_choice(env, "ON_HISTORY_LOST", ("fail", "restart"), "fail"),  # type: ignore[arg-type]
+            on_invalidate=_choice(env, "ON_INVALIDATE", ("restart", "stop"), "restart"),  # type: ignore[arg-type]
+            oversize_bucket=env_optional("OVERSIZE_BUCKET", environ=env),
+            oversize_prefix=env_str("OVERSIZE_PREFIX", "relay-oversize/", environ=env),
+            dlq_queue_url=env_optional("DLQ_QUEUE_URL", environ=env),
+            on_permanent_failure=_choice(env, "ON_PERMANENT_FAILURE", ("dlq", "halt"), "dlq"),  # type: ignore[arg-type]
             lease_enabled=lease_enabled,
             lease_seconds=lease_seconds,
-            stop_deadline_seconds=reader.number(
-                "STOP_DEADLINE_SECONDS", 25.0, minimum=1.0, maximum=600
+            stop_deadline_seconds=env_float(
+                "STOP_DEADLINE_SECONDS", 25.0, minimum=1.0, maximum=600, environ=env
             ),
-            health_file=reader.optional("HEALTH_FILE") or "/tmp/relay-health.json",
-            health_max_age_seconds=reader.number("HEALTH_MAX_AGE_SECONDS", 60.0, minimum=1.0),
-            metrics_interval_seconds=reader.number(
-                "METRICS_INTERVAL_SECONDS", 60.0, minimum=0.1, maximum=3600
+            health_file=env_str("HEALTH_FILE", "/tmp/relay-health.json", environ=env),
+            health_max_age_seconds=env_float(
+                "HEALTH_MAX_AGE_SECONDS", 60.0, minimum=1.0, environ=env
             ),
-            metrics_namespace=reader.optional("POWERTOOLS_METRICS_NAMESPACE")
-            or "MongoChangeReactions",
-            service_name=reader.optional("POWERTOOLS_SERVICE_NAME") or "relay",
+            metrics_interval_seconds=env_float(
+                "METRICS_INTERVAL_SECONDS", 60.0, minimum=0.1, maximum=3600, environ=env
+            ),
+            metrics_namespace=env_str(
+                "POWERTOOLS_METRICS_NAMESPACE", "MongoChangeReactions", environ=env
+            ),
+            service_name=env_str("POWERTOOLS_SERVICE_NAME", "relay", environ=env),
         )
         if settings.retry_max_seconds < settings.retry_base_seconds:
             raise SettingsError("RETRY_MAX_SECONDS", "must not be below RETRY_BASE_SECONDS")
         return settings
 
 
-def _scope(reader: "_Reader") -> WatchScope:
-    database = reader.present("WATCH_DATABASE").strip()
+def _choice(env: Mapping[str, str], name: str, allowed: tuple[str, ...], default: str) -> str:
+    # The relay's choices are spelled exactly as MongoDB and the README spell them.
+    return env_enum(name, allowed, default, ignore_case=False, environ=env)
+
+
+def _scope(env: Mapping[str, str]) -> WatchScope:
+    # Both must be set; empty widens the watch (see README 'The relay').
+    database = env_present("WATCH_DATABASE", environ=env)
     collections = tuple(
-        name.strip() for name in reader.present("WATCH_COLLECTIONS").split(",") if name.strip()
+        name.strip()
+        for name in env_present("WATCH_COLLECTIONS", environ=env).split(",")
+        if name.strip()
     )
     if not database and collections:
         raise SettingsError(
@@ -208,71 +252,3 @@ def _match(text: str | None) -> Mapping[str, Any] | None:
     if not isinstance(parsed, dict):
         raise SettingsError("WATCH_MATCH", "must be a JSON object (the body of a $match stage)")
     return parsed
-
-
-class _Reader:
-    """Typed access to the environment; every failure names its variable."""
-
-    def __init__(self, env: Mapping[str, str]) -> None:
-        self._env = env
-
-    def present(self, name: str) -> str:
-        """A variable that must be set, though it may be empty (empty has a meaning)."""
-        if name not in self._env:
-            raise SettingsError(name, "is required (it may be set empty; see README 'The relay')")
-        return self._env[name]
-
-    def required(self, name: str) -> str:
-        value = self._env.get(name, "").strip()
-        if not value:
-            raise SettingsError(name, "is required and must not be empty")
-        return value
-
-    def optional(self, name: str) -> str | None:
-        value = self._env.get(name, "").strip()
-        return value or None
-
-    def choice(self, name: str, allowed: tuple[str, ...], default: str) -> str:
-        value = self.optional(name)
-        if value is None:
-            return default
-        if value not in allowed:
-            raise SettingsError(name, f"must be one of {', '.join(allowed)}; got {value!r}")
-        return value
-
-    def boolean(self, name: str, default: bool) -> bool:
-        value = self._env.get(name)
-        if value is None:
-            return default
-        lowered = value.strip().lower()
-        if lowered in _TRUE:
-            return True
-        if lowered in _FALSE:
-            return False
-        raise SettingsError(name, f"must be true or false; got {value!r}")
-
-    def integer(self, name: str, default: int, minimum: int, maximum: int) -> int:
-        value = self.optional(name)
-        if value is None:
-            return default
-        try:
-            number = int(value)
-        except ValueError as error:
-            raise SettingsError(name, f"must be a whole number; got {value!r}") from error
-        if not minimum <= number <= maximum:
-            raise SettingsError(name, f"must be between {minimum} and {maximum}; got {number}")
-        return number
-
-    def number(
-        self, name: str, default: float, *, minimum: float, maximum: float = float("inf")
-    ) -> float:
-        value = self.optional(name)
-        if value is None:
-            return default
-        try:
-            number = float(value)
-        except ValueError as error:
-            raise SettingsError(name, f"must be a number; got {value!r}") from error
-        if not minimum <= number <= maximum:
-            raise SettingsError(name, f"must be between {minimum:g} and {maximum:g}; got {value}")
-        return number

@@ -2,6 +2,7 @@
 
 import pytest
 
+from reaction_runtime.env import ConfigError
 from relay.settings import RelaySettings, SettingsError
 from relay.stream import pipeline_for, watch_options
 
@@ -76,7 +77,7 @@ def test_a_missing_required_variable_is_named(missing):
         ("FULL_DOCUMENT_BEFORE_CHANGE", "yes", "off, whenAvailable, required"),
         ("CHECKPOINT_STORE", "redis", "dynamodb, mongodb"),
         ("LEASE_ENABLED", "maybe", "true or false"),
-        ("LEASE_SECONDS", "1", "between"),
+        ("LEASE_SECONDS", "1", "expected a number >= 3, got 1"),
         ("STOP_DEADLINE_SECONDS", "soon", "number"),
         ("WATCH_MATCH", "{not json", "not valid JSON"),
         ("WATCH_MATCH", "[1, 2]", "JSON object"),
@@ -86,6 +87,9 @@ def test_a_missing_required_variable_is_named(missing):
         ("RETRY_MAX_SECONDS", "0.05", "RETRY_BASE_SECONDS"),
         ("PUT_EVENTS_CLIENT", "curl", "lean, botocore"),
         ("ON_INVALIDATE", "ignore", "restart, stop"),
+        ("FULL_DOCUMENT", "UpdateLookup", "default, updateLookup, whenAvailable, required"),
+        ("CHECKPOINT_INTERVAL_SECONDS", "301", "between 0.05 and 300, got 301"),
+        ("MAX_REQUEST_BYTES", "100", "between 4096 and 16777216, got 100"),
     ],
 )
 def test_a_malformed_value_is_named_with_the_expected_form(variable, value, fragment):
@@ -94,6 +98,28 @@ def test_a_malformed_value_is_named_with_the_expected_form(variable, value, frag
 
     assert raised.value.variable == variable
     assert fragment in str(raised.value)
+
+
+def test_a_shared_reader_failure_is_a_settings_error_carrying_variable_and_problem():
+    # WHEN a variable read by the shared layer's readers is malformed
+    with pytest.raises(SettingsError) as raised:
+        settings(MAX_AWAIT_TIME_MS="soon")
+
+    # THEN the relay sees its own error type, still a ConfigError, with the layer's wording
+    assert isinstance(raised.value, ConfigError)
+    assert isinstance(raised.value.__cause__, ConfigError)
+    assert raised.value.variable == "MAX_AWAIT_TIME_MS"
+    assert raised.value.problem == "expected a whole number, got 'soon'"
+    assert str(raised.value) == "MAX_AWAIT_TIME_MS: expected a whole number, got 'soon'"
+
+
+def test_blank_optional_settings_take_their_defaults():
+    parsed = settings(CHECKPOINT_DATABASE=" ", OVERSIZE_PREFIX="", HEALTH_FILE="", LEASE_ENABLED="")
+
+    assert parsed.checkpoint_database == "relay"
+    assert parsed.oversize_prefix == "relay-oversize/"
+    assert parsed.health_file == "/tmp/relay-health.json"
+    assert parsed.lease_enabled is False
 
 
 def test_collections_without_a_database_are_refused():
