@@ -7,10 +7,13 @@ an event. These are the only typed readers: the functions and the relay both use
 
 import math
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
+from typing import TypeVar
 
 _TRUE = frozenset({"true", "1", "yes", "on"})
 _FALSE = frozenset({"false", "0", "no", "off"})
+
+_Number = TypeVar("_Number", int, float)
 
 
 class ConfigError(ValueError):
@@ -102,15 +105,7 @@ def env_int(
     environ: Mapping[str, str] | None = None,
 ) -> int:
     """A whole number, checked against the bounds given (both inclusive)."""
-    value = _raw(name, environ)
-    if value is None:
-        return default
-    try:
-        number = int(value)
-    except ValueError as error:
-        raise ConfigError(name, f"expected a whole number, got {value!r}") from error
-    _check_bounds(name, number, str(number), minimum, maximum)
-    return number
+    return _env_number(name, default, int, "a whole number", minimum, maximum, environ)
 
 
 def env_float(
@@ -122,15 +117,29 @@ def env_float(
     environ: Mapping[str, str] | None = None,
 ) -> float:
     """A number (`0.5`, `30`, `1e-3`), checked against the bounds given (both inclusive)."""
+    return _env_number(name, default, float, "a number", minimum, maximum, environ)
+
+
+def _env_number(
+    name: str,
+    default: _Number,
+    parse: Callable[[str], _Number],
+    form: str,
+    minimum: float | None,
+    maximum: float | None,
+    environ: Mapping[str, str] | None,
+) -> _Number:
     value = _raw(name, environ)
     if value is None:
         return default
     try:
-        number = float(value)
+        number = parse(value)
     except ValueError as error:
-        raise ConfigError(name, f"expected a number, got {value!r}") from error
+        raise ConfigError(name, f"expected {form}, got {value!r}") from error
+
+    # float() accepts "nan", which no bound can order and no setting means.
     if math.isnan(number):
-        raise ConfigError(name, f"expected a number, got {value!r}")
+        raise ConfigError(name, f"expected {form}, got {value!r}")
     _check_bounds(name, number, value, minimum, maximum)
     return number
 
