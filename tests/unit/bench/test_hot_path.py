@@ -16,6 +16,7 @@ def test_sample_changes_are_raw_inserts_and_updates_the_contract_accepts():
     kinds = {change["operationType"] for change in changes}
     assert kinds == {"insert", "update"}
     decoded = decode_event(lambda_event(encode_change(changes[0]).entry))
+    assert decoded.detail.full_document is not None
     assert decoded.detail.full_document["nombreProducto"]
 
 

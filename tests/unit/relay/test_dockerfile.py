@@ -1,5 +1,6 @@
 """The relay image, checked without a Docker engine: its Dockerfile parsed, its inputs present."""
 
+import ast
 import json
 import re
 from pathlib import Path
@@ -106,3 +107,28 @@ def test_relay_pins_are_exact_and_match_the_development_pins():
         assert match, f"{pin!r} is not an exact pin"
         name = match.group(1).lower().replace("_", "-")
         assert dev.get(name) == match.group(2), f"{pin} differs from requirements/dev.txt"
+
+
+def _shared_packages_the_relay_imports() -> set[str]:
+    shared = {path.name for path in (ROOT / "layers" / "shared").iterdir() if path.is_dir()}
+    imported = set()
+    for source in (ROOT / "relay").glob("*.py"):
+        for node in ast.walk(ast.parse(source.read_text())):
+            if isinstance(node, ast.Import):
+                imported |= {alias.name.split(".")[0] for alias in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+                imported.add(node.module.split(".")[0])
+    return imported & shared
+
+
+def test_the_image_ships_every_shared_package_the_relay_imports():
+    # GIVEN the shared-layer packages the relay's modules import
+    needed = _shared_packages_the_relay_imports()
+    copies = " ".join(rest for keyword, rest in instructions() if keyword == "COPY")
+    ignore = (ROOT / "relay" / "Dockerfile.dockerignore").read_text().splitlines()
+
+    # THEN each is copied into /app and let through the build context's ignore list
+    assert needed >= {"change_contract", "reaction_runtime"}
+    for package in needed:
+        assert f"layers/shared/{package}/ /app/{package}/" in copies
+        assert f"!layers/shared/{package}/**" in ignore
