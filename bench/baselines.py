@@ -12,7 +12,6 @@ Each measures itself over the window from its first event to its last (CPU with
 import argparse
 import json
 import os
-import resource
 import sys
 import time
 from dataclasses import asdict, dataclass, field
@@ -22,6 +21,7 @@ from typing import Any
 from bson import json_util
 from pymongo import MongoClient
 
+from bench.memory import own_peak_rss_mib
 from change_contract import DEFAULT_SOURCE, DETAIL_TYPE_CHANGE
 from change_contract.ejson import CODEC_OPTIONS
 
@@ -49,11 +49,6 @@ class BaselineResult:
         if self.first_at is None or self.last_at is None:
             return 0.0
         return self.last_at - self.first_at
-
-
-def peak_rss_mib() -> float:
-    """This process's peak resident set size in MiB (ru_maxrss is in KiB on Linux)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def _mark_ready(path: str | None) -> None:
@@ -94,7 +89,7 @@ def run_raw(args: argparse.Namespace) -> BaselineResult:
     finally:
         client.close()
     result.cpu_window_s = time.process_time() - cpu_first
-    result.peak_rss_mib = peak_rss_mib()
+    result.peak_rss_mib = own_peak_rss_mib()
     return result
 
 
@@ -141,7 +136,7 @@ def run_naive(args: argparse.Namespace) -> BaselineResult:
     finally:
         client.close()
     result.cpu_window_s = time.process_time() - cpu_first
-    result.peak_rss_mib = peak_rss_mib()
+    result.peak_rss_mib = own_peak_rss_mib()
     return result
 
 

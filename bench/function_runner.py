@@ -9,7 +9,6 @@ import argparse
 import copy
 import importlib.util
 import json
-import resource
 import sys
 import time
 import uuid
@@ -19,6 +18,8 @@ from types import ModuleType
 from typing import Any
 
 from bson import ObjectId
+
+from bench.memory import own_peak_rss_mib
 
 
 @dataclass(frozen=True)
@@ -94,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
         "first_call_ms": first_s * 1000,
         "warm_ms_per_event": warm_s * 1000 / max(1, args.invocations),
         "invocations": args.invocations,
-        "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "peak_rss_mib": own_peak_rss_mib(),
     }
     args.result_file.write_text(json.dumps(result))
     return 0

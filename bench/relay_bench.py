@@ -26,8 +26,9 @@ from pymongo import MongoClient
 from pymongo.collection import Collection
 
 from bench.figures import TARGET_CPU_US, TARGET_NAIVE_RATIO, TARGET_RAW_RATIO, RelayRun
+from bench.memory import process_peak_rss_mib
 from bench.profiling import ProfilerError, start_profiler, stop_profiler, summarise
-from bench.sink import RunningSink, SinkClient, process_peak_rss_mib, start_sink
+from bench.sink import RunningSink, SinkClient, start_sink
 from localdev.servers import ManagedProcess, MotoServer, running_moto, running_secantus, wait_until
 
 COLLECTION = "productos"

@@ -52,18 +52,6 @@ def process_cpu_seconds(pid: int) -> float | None:
     return (int(fields[11]) + int(fields[12])) / _CLOCK_TICKS
 
 
-def process_peak_rss_mib(pid: int) -> float | None:
-    """Peak resident set size (VmHWM) of a running process, in MiB."""
-    try:
-        lines = Path(f"/proc/{pid}/status").read_text().splitlines()
-    except OSError:
-        return None
-    for line in lines:
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return None
-
-
 def wall_time_of(detail: str) -> float | None:
     """The commit time (epoch seconds) in a Detail's `wallTime`, or None when it has none."""
     match = _WALL_TIME.search(detail)
