@@ -43,23 +43,21 @@ def measured_code() -> str:
     """The commit of the measured code, and whether the work tree differs from it."""
     root = Path(__file__).resolve().parent.parent
     paths = ["relay", "functions", "layers"]
+
+    def git(*args: str) -> str:
+        done = subprocess.run(
+            ["git", *args, "--", *paths],
+            cwd=root,
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=30,
+        )
+        return done.stdout.strip()
+
     try:
-        commit = subprocess.run(
-            ["git", "log", "-1", "--format=%h", "--", *paths],
-            cwd=root,
-            capture_output=True,
-            text=True,
-            check=True,
-            timeout=30,
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--", *paths],
-            cwd=root,
-            capture_output=True,
-            text=True,
-            check=True,
-            timeout=30,
-        ).stdout.strip()
+        commit = git("log", "-1", "--format=%h")
+        dirty = git("status", "--porcelain")
     except (OSError, subprocess.SubprocessError) as error:
         return f"unknown ({error})"
     return f"{commit} (work tree {'with uncommitted changes' if dirty else 'clean'})"

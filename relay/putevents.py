@@ -52,7 +52,7 @@ class SigV4Signer:
 
     Signs POSTs to a fixed path with a fixed set of headers, which is all PutEvents needs, so it
     skips botocore's generic request handling; the signing key is derived once per day and
-    secret. `tests/unit/relay/test_putevents_client.py` checks every signature against botocore's.
+    secret. `tests/unit/relay/test_putevents.py` checks every signature against botocore's.
     """
 
     def __init__(self, *, service: str, region: str, host: str, path: str) -> None:
@@ -131,7 +131,6 @@ class LeanPutEventsClient:
         self._path = parts.path or "/"
         self._timeout_s = timeout_s
         self._region: str = meta.region_name
-        self._url = f"{parts.scheme}://{self._host}{self._path}"
         # `get_frozen_credentials` renews refreshable credentials (ECS task role) in time.
         self._credentials = credentials
         self._ssl = ssl.create_default_context() if self._https else None
