@@ -47,16 +47,14 @@ from relay.service import (
     EXIT_OK,
     FATAL_CODES,
     Relay,
-    build_checkpoint_store,
+    RelayClients,
     change_encoder,
     dead_letter_sink,
-    events_client,
     forwarder_options,
     metrics_emitter,
-    side_clients,
 )
 from relay.settings import RelaySettings, SettingsError
-from relay.stream import make_client, open_stream
+from relay.stream import open_stream
 from relay.telemetry import Stats, Ticker, logger
 
 # Exit code when the recorded stream position aged out of the oplog while the backfill ran.
@@ -396,16 +394,17 @@ class Backfill:
         self.options = options
         self.stats = Stats()
         self._stop = threading.Event()
-        self._mongo = mongo or make_client(settings.mongodb_uri)
-        self._events = events or events_client(settings)
-        self._dynamodb, self._s3, self._sqs = side_clients(
-            settings, dynamodb=dynamodb, s3=s3, sqs=sqs
-        )
-        self.checkpoint_store = checkpoint_store or build_checkpoint_store(
-            settings, mongo=self._mongo, dynamodb=self._dynamodb
+        self.clients = RelayClients.connect(
+            settings,
+            mongo=mongo,
+            events=events,
+            dynamodb=dynamodb,
+            sqs=sqs,
+            s3=s3,
+            checkpoint_store=checkpoint_store,
         )
         self.progress_store = progress_store or build_progress_store(
-            settings, mongo=self._mongo, dynamodb=self._dynamodb
+            settings, mongo=self.clients.mongo, dynamodb=self.clients.dynamodb
         )
         self._limiter = RateLimiter(options.rate_per_second, wait=self._stop.wait)
         self._state: BackfillState | None = None
@@ -414,7 +413,7 @@ class Backfill:
         self._encoder = change_encoder(
             settings,
             self.stats,
-            s3=self._s3,
+            s3=self.clients.s3,
             stop=self._stop,
             key_prefix=settings.relay_id + PROGRESS_SUFFIX.replace("#", "-"),
         )
@@ -446,12 +445,12 @@ class Backfill:
         logger.info("backfill done, starting the relay")
         self._relay = Relay(
             self.settings,
-            mongo=self._mongo,
-            events=self._events,
-            dynamodb=self._dynamodb,
-            sqs=self._sqs,
-            s3=self._s3,
-            checkpoint_store=self.checkpoint_store,
+            mongo=self.clients.mongo,
+            events=self.clients.events,
+            dynamodb=self.clients.dynamodb,
+            sqs=self.clients.sqs,
+            s3=self.clients.s3,
+            checkpoint_store=self.clients.checkpoint_store,
         )
         if self._stop.is_set():
             return result
@@ -461,7 +460,7 @@ class Backfill:
     def _backfill(self) -> BackfillResult:
         state = None if self.options.restart else self.progress_store.load()
         if state is None and self.options.then_run and not self.options.restart:
-            checkpoint = self.checkpoint_store.load()
+            checkpoint = self.clients.checkpoint_store.load()
             if checkpoint is not None:
                 # Start-up mode on a relay that already streams: nothing to fill.
                 logger.info("relay checkpoint exists, no backfill needed")
@@ -511,12 +510,12 @@ class Backfill:
         if scope.collections:
             assert scope.database is not None
             return [(scope.database, name) for name in scope.collections]
-        databases = [scope.database] if scope.database else self._mongo.list_database_names()
+        databases = [scope.database] if scope.database else self.clients.mongo.list_database_names()
         found: list[tuple[str, str]] = []
         for database in sorted(databases):
             if database in _SYSTEM_DATABASES:
                 continue
-            names = self._mongo[database].list_collection_names(
+            names = self.clients.mongo[database].list_collection_names(
                 filter={"type": "collection"}, authorizedCollections=True
             )
             for name in sorted(names):
@@ -552,8 +551,8 @@ class Backfill:
 
     def _record_position(self) -> Position:
         """The change stream's position now: opened, read once for its token, closed."""
-        with self._mongo.start_session(causal_consistency=False) as session:
-            stream = open_stream(self._mongo, self.settings, position=None, session=session)
+        with self.clients.mongo.start_session(causal_consistency=False) as session:
+            stream = open_stream(self.clients.mongo, self.settings, position=None, session=session)
             with stream:
                 # The opening aggregate's postBatchResumeToken: the position before any read.
                 token = stream.resume_token
@@ -575,9 +574,13 @@ class Backfill:
 
     def _read_and_forward(self, state: BackfillState) -> int:
         self.forwarder = Forwarder(
-            self._events,
+            self.clients.events,
             dead_letter_sink(
-                self.settings, self.stats, sqs=self._sqs, s3=self._s3, wait=self._stop.wait
+                self.settings,
+                self.stats,
+                sqs=self.clients.sqs,
+                s3=self.clients.s3,
+                wait=self._stop.wait,
             ),
             self.stats,
             forwarder_options(self.settings),
@@ -616,7 +619,7 @@ class Backfill:
         total = 0
         try:
             for db, coll in state.namespaces:
-                collection = self._mongo[db][coll]
+                collection = self.clients.mongo[db][coll]
                 if self.options.query:
                     total += collection.count_documents(dict(self.options.query))
                 else:
@@ -634,7 +637,7 @@ class Backfill:
         # A causally consistent session that has seen the snapshot time reads with
         # `afterClusterTime`: even a lagging secondary (a readPreference in the URI) returns
         # every write up to the snapshot, which the stream will not replay.
-        with self._mongo.start_session(causal_consistency=True) as session:
+        with self.clients.mongo.start_session(causal_consistency=True) as session:
             session.advance_operation_time(snapshot_time)
             for (db, coll), last_id in state.remaining():
                 outcome = self._read_namespace(session, db, coll, last_id, snapshot_time)
@@ -671,7 +674,7 @@ class Backfill:
         return EXIT_OK
 
     def _documents(self, session: ClientSession, db: str, coll: str, last_id: Any) -> Iterator[Any]:
-        collection = self._mongo.get_database(db, codec_options=CODEC_OPTIONS)[coll]
+        collection = self.clients.mongo.get_database(db, codec_options=CODEC_OPTIONS)[coll]
         query = namespace_query(self.options.query, last_id)
         cursor = collection.find(
             query, sort=[("_id", 1)], batch_size=self.options.batch_size, session=session
@@ -759,7 +762,7 @@ class Backfill:
         ct = state.snapshot.cluster_time
         where = None if ct is None else [ct.time, ct.inc]
         try:
-            existing = self.checkpoint_store.load()
+            existing = self.clients.checkpoint_store.load()
         except CheckpointError as error:
             raise BackfillError(f"cannot hand over to streaming: {error}") from error
         if existing is not None and existing.position.order_key >= state.snapshot.order_key:
@@ -772,7 +775,7 @@ class Backfill:
         self._check_position_alive(state.snapshot)
         fence = existing.fencing_token if existing is not None else 0
         try:
-            written = self.checkpoint_store.save(state.snapshot, fence)
+            written = self.clients.checkpoint_store.save(state.snapshot, fence)
         except CheckpointError as error:
             raise BackfillError(f"cannot hand over to streaming: {error}") from error
         if written:
@@ -784,8 +787,10 @@ class Backfill:
     def _check_position_alive(self, position: Position) -> None:
         """Streaming must be able to resume from the recorded position, or changes are lost."""
         try:
-            with self._mongo.start_session(causal_consistency=False) as session:
-                stream = open_stream(self._mongo, self.settings, position=position, session=session)
+            with self.clients.mongo.start_session(causal_consistency=False) as session:
+                stream = open_stream(
+                    self.clients.mongo, self.settings, position=position, session=session
+                )
                 stream.close()
         except OperationFailure as error:
             if error.code == HISTORY_LOST_CODE:

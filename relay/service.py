@@ -10,7 +10,8 @@ Programmatic entry point (the CLI, the tests and the benchmark all use it)::
     relay.stop()            # from another thread or a signal handler: graceful, within deadline
 
 Clients are swappable: `Relay(settings, mongo=..., events=..., dynamodb=..., sqs=..., s3=...,
-checkpoint_store=...)`. `relay.stats.totals()` gives the counters (EventsForwarded, ...).
+checkpoint_store=...)`; the ones in use are `relay.clients` (a `RelayClients`, as the backfill
+builds them too). `relay.stats.totals()` gives the counters (EventsForwarded, ...).
 Reading is single-threaded (this thread); sending runs on MAX_IN_FLIGHT_REQUESTS threads; the
 checkpoint, metrics, health and lease each run on a small background thread. Never logs bodies.
 """
@@ -18,6 +19,7 @@ checkpoint, metrics, health and lease each run on a small background thread. Nev
 import random
 import threading
 import time
+from dataclasses import dataclass
 from typing import Any, Final, Literal
 
 import boto3
@@ -125,6 +127,36 @@ def side_clients(
     return dynamodb, s3, sqs
 
 
+@dataclass(frozen=True, slots=True)
+class RelayClients:
+    """What one relay process talks to; `connect` builds each from settings unless handed in."""
+
+    mongo: MongoClient[Any]
+    events: Any
+    dynamodb: Any
+    s3: Any
+    sqs: Any
+    checkpoint_store: CheckpointStore
+
+    @classmethod
+    def connect(
+        cls,
+        settings: RelaySettings,
+        *,
+        mongo: MongoClient[Any] | None = None,
+        events: Any = None,
+        dynamodb: Any = None,
+        sqs: Any = None,
+        s3: Any = None,
+        checkpoint_store: CheckpointStore | None = None,
+    ) -> "RelayClients":
+        mongo = mongo or make_client(settings.mongodb_uri)
+        events = events or events_client(settings)
+        dynamodb, s3, sqs = side_clients(settings, dynamodb=dynamodb, s3=s3, sqs=sqs)
+        store = checkpoint_store or build_checkpoint_store(settings, mongo=mongo, dynamodb=dynamodb)
+        return cls(mongo, events, dynamodb, s3, sqs, store)
+
+
 def forwarder_options(settings: RelaySettings) -> ForwarderOptions:
     return ForwarderOptions(
         batch_max_entries=settings.batch_max_entries,
@@ -198,17 +230,18 @@ class Relay:
         self.stats = Stats()
         self._stop = threading.Event()
         self._stop_requested_at: float | None = None
-        self._mongo = mongo or make_client(settings.mongodb_uri)
-        self._events = events or events_client(settings)
-        self._dynamodb, self._s3, self._sqs = side_clients(
-            settings, dynamodb=dynamodb, s3=s3, sqs=sqs
-        )
-        self.checkpoint_store = checkpoint_store or build_checkpoint_store(
-            settings, mongo=self._mongo, dynamodb=self._dynamodb
+        self.clients = RelayClients.connect(
+            settings,
+            mongo=mongo,
+            events=events,
+            dynamodb=dynamodb,
+            sqs=sqs,
+            s3=s3,
+            checkpoint_store=checkpoint_store,
         )
         self._lease = (
             Lease(
-                self._dynamodb,
+                self.clients.dynamodb,
                 settings.checkpoint_table or "",
                 settings.relay_id,
                 settings.lease_seconds,
@@ -226,7 +259,7 @@ class Relay:
         self._start_at: Timestamp | None = None
         self.forwarder: Forwarder | None = None
         self._encoder = change_encoder(
-            settings, self.stats, s3=self._s3, stop=self._stop, key_prefix=settings.relay_id
+            settings, self.stats, s3=self.clients.s3, stop=self._stop, key_prefix=settings.relay_id
         )
 
     # Control.
@@ -316,17 +349,21 @@ class Relay:
 
     def _run_streaming(self) -> int:
         try:
-            checkpoint = self.checkpoint_store.load()
+            checkpoint = self.clients.checkpoint_store.load()
         except CheckpointError as error:
             logger.error("checkpoint unreadable", error=str(error))
             return EXIT_ERROR
-        log_loaded(checkpoint, self.checkpoint_store)
+        log_loaded(checkpoint, self.clients.checkpoint_store)
         self._saved = checkpoint.position if checkpoint else None
         self._read_position = self._saved
         self.forwarder = Forwarder(
-            self._events,
+            self.clients.events,
             dead_letter_sink(
-                self.settings, self.stats, sqs=self._sqs, s3=self._s3, wait=self._stop.wait
+                self.settings,
+                self.stats,
+                sqs=self.clients.sqs,
+                s3=self.clients.s3,
+                wait=self._stop.wait,
             ),
             self.stats,
             forwarder_options(self.settings),
@@ -424,9 +461,9 @@ class Relay:
         stats = self.stats
         last: Item | None = None
         read = 0
-        with self._mongo.start_session(causal_consistency=False) as session:
+        with self.clients.mongo.start_session(causal_consistency=False) as session:
             stream = open_stream(
-                self._mongo,
+                self.clients.mongo,
                 self.settings,
                 position=position,
                 session=session,
@@ -511,7 +548,7 @@ class Relay:
         assert forwarder is not None
 
         # Restart from now, and tell the consumers which window they never saw.
-        reply = self._mongo.admin.command("ping")
+        reply = self.clients.mongo.admin.command("ping")
         resumed_at = reply.get("operationTime")
         if not isinstance(resumed_at, Timestamp):
             resumed_at = Timestamp(int(time.time()), 0)
@@ -546,7 +583,7 @@ class Relay:
             return
         fence = self._lease.fencing_token if self._lease is not None else 0
         try:
-            saved = self.checkpoint_store.save(position, fence)
+            saved = self.clients.checkpoint_store.save(position, fence)
         except CheckpointError as error:
             self.stats.add("CheckpointErrors")
             logger.warning("checkpoint write failed, will retry", error=str(error))
