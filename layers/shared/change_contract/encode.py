@@ -105,7 +105,8 @@ def encode_change(
     """
     if not isinstance(change, Mapping):
         raise ContractError(f"expected a document, got {type(change).__name__}")
-    if fast and ejson.fast_path_available():
+    fast = fast and ejson.fast_path_available()
+    if fast:
         # Decoded once, in C; the detail is then built from and rendered as plain values.
         change = _decoded(change)
 
@@ -161,7 +162,7 @@ def encode_change(
 
     # Render: a value BSON cannot carry (invalid UTF-8 from a legacy driver, say) is bad input.
     try:
-        if fast and ejson.fast_path_available():
+        if fast:
             detail_json = ejson.render(detail).decode("utf-8")
         else:
             detail_json = ejson.to_json(detail, fast=False)
