@@ -3,23 +3,15 @@
 Uses `MONGODB_URI` when set (a real replica set with test commands enabled), else SecantusDB.
 """
 
-import os
-import uuid
 from collections.abc import Iterator
 
 import pytest
 
-from localdev.pipeline import LocalPipeline, PipelineConfig, missing, running_pipeline, survey
+from localdev.pipeline import LocalPipeline
+from tests.e2e.helpers import e2e_pipeline
 
 
 @pytest.fixture(scope="module")
 def pipeline() -> Iterator[LocalPipeline]:
-    gaps = missing(survey())
-    assert not gaps, f"the end-to-end tests need every part; missing: {gaps}"
-    config = PipelineConfig(
-        mongodb_uri=os.environ.get("MONGODB_URI") or None,
-        relay_id=f"e2e-{uuid.uuid4().hex[:8]}",
-        retry_delays_s=(0.0, 1.0),
-    )
-    with running_pipeline(config) as running:
+    with e2e_pipeline("e2e") as running:
         yield running

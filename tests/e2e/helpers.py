@@ -1,9 +1,12 @@
-"""Helpers of the end-to-end tests: fresh scenarios, what was observed, waiting for it."""
+"""Helpers of the end-to-end tests: the pipeline, fresh scenarios, what was observed, waiting."""
 
+import os
 import uuid
 from collections import Counter
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 
-from localdev.pipeline import LocalPipeline
+from localdev.pipeline import LocalPipeline, PipelineConfig, missing, running_pipeline, survey
 from localdev.scenario import Scenario, build
 from localdev.servers import wait_until
 
@@ -98,3 +101,20 @@ def run_paced(pipeline: LocalPipeline, scenario: Scenario, steps: range) -> None
     for index in steps:
         scenario.steps[index].write(collection)
         wait_for_reactions(pipeline, scenario, expected(scenario, range(index + 1)))
+
+
+@contextmanager
+def e2e_pipeline(
+    name: str, relay_environment: Mapping[str, str] | None = None
+) -> Iterator[LocalPipeline]:
+    """The whole pipeline for one module, its relay named `name` plus a unique suffix."""
+    gaps = missing(survey())
+    assert not gaps, f"the end-to-end tests need every part; missing: {gaps}"
+    config = PipelineConfig(
+        mongodb_uri=os.environ.get("MONGODB_URI") or None,
+        relay_id=f"{name}-{uuid.uuid4().hex[:8]}",
+        retry_delays_s=(0.0, 1.0),
+        relay_environment=dict(relay_environment or {}),
+    )
+    with running_pipeline(config) as running:
+        yield running

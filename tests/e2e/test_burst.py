@@ -10,8 +10,6 @@ is a separate, known limit of episode mode (README 'The reactions', "Alert state
 insert delivered after a newer change of its product is stale and does not page.
 """
 
-import os
-import uuid
 from collections.abc import Iterator
 
 import pytest
@@ -20,25 +18,21 @@ from localdev.pipeline import (
     COLLECTION,
     DATABASE,
     LocalPipeline,
-    PipelineConfig,
-    missing,
-    running_pipeline,
-    survey,
 )
-from tests.e2e.helpers import expected, fresh_scenario, observed, wait_for_reactions, wait_settled
+from tests.e2e.helpers import (
+    e2e_pipeline,
+    expected,
+    fresh_scenario,
+    observed,
+    wait_for_reactions,
+    wait_settled,
+)
 
 
 @pytest.fixture(scope="module")
 def pipeline() -> Iterator[LocalPipeline]:
-    gaps = missing(survey())
-    assert not gaps, f"the end-to-end tests need every part; missing: {gaps}"
-    config = PipelineConfig(
-        mongodb_uri=os.environ.get("MONGODB_URI") or None,
-        relay_id=f"e2e-burst-{uuid.uuid4().hex[:8]}",
-        retry_delays_s=(0.0, 1.0),
-        relay_environment={"MAX_IN_FLIGHT_REQUESTS": "1"},
-    )
-    with running_pipeline(config) as running:
+    # One PutEvents at a time: the functions receive the changes in commit order.
+    with e2e_pipeline("e2e-burst", {"MAX_IN_FLIGHT_REQUESTS": "1"}) as running:
         yield running
 
 

@@ -15,7 +15,6 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-import boto3
 import pytest
 from aws_lambda_powertools.utilities.idempotency.exceptions import (
     IdempotencyAlreadyInProgressError,
@@ -35,7 +34,12 @@ from audit_writer.writer import Outcome, audit_change
 from change_contract import ContractError, decode_event, encode_change
 from localdev.samples import MALFORMED, SAMPLES, lambda_event
 from tests.conftest import MongoTarget
-from tests.unit.functions.conftest import FakeLambdaContext, read_event
+from tests.unit.functions.conftest import (
+    IDEMPOTENCY_TABLE,
+    FakeLambdaContext,
+    create_idempotency_table,
+    read_event,
+)
 from tests.unit.functions.test_audit_handler import ACTORS, malformed_details
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -43,7 +47,6 @@ DOCUMENT_SAMPLES = sorted(ACTORS)
 PAN = ObjectId("6750a1f0c2b4a1e0f0a1b002")
 LECHE = ObjectId("6750a1f0c2b4a1e0f0a1b001")
 RECORDED_AT = dt.datetime(2026, 12, 3, 13, 0, tzinfo=dt.UTC)
-IDEMPOTENCY_TABLE = "reactions-idempotency"
 _unique = itertools.count()
 
 
@@ -226,12 +229,7 @@ def app(
     monkeypatch.setenv("AUDIT_FULL_DOCUMENT", "redact")
     monkeypatch.setenv("AUDIT_REDACT_FIELDS", "precio")
     monkeypatch.delenv("POWERTOOLS_SERVICE_NAME", raising=False)
-    boto3.client("dynamodb").create_table(
-        TableName=IDEMPOTENCY_TABLE,
-        KeySchema=[{"AttributeName": "id", "KeyType": "HASH"}],
-        AttributeDefinitions=[{"AttributeName": "id", "AttributeType": "S"}],
-        BillingMode="PAY_PER_REQUEST",
-    )
+    create_idempotency_table()
     module: Any = load_app()
     try:
         yield module

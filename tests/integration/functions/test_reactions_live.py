@@ -3,11 +3,7 @@ or MONGODB_URI), read from a change stream, encoded by the contract, handled ove
 moto_server. Also answers, with captured events, what an insert and a delete carry.
 """
 
-import importlib.util
-import itertools
 import json
-from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import boto3
@@ -18,12 +14,10 @@ from change_contract import encode_change
 from change_contract.ejson import CODEC_OPTIONS
 from localdev.samples import BUS_NAME, lambda_event
 from localdev.servers import wait_until
-from tests.unit.functions.conftest import FakeLambdaContext
+from tests.unit.functions.conftest import FakeLambdaContext, load_handler_module
 
-ROOT = Path(__file__).resolve().parents[3]
 ACCOUNT = "123456789012"
 REGION = "us-east-1"
-_unique = itertools.count()
 
 
 def capture(db: Database[Any], *, pre_images: bool, steps: Any) -> list[dict[str, Any]]:
@@ -137,16 +131,6 @@ def inboxes(aws_endpoint, monkeypatch) -> dict[str, str]:
     return queues
 
 
-def load_app(folder: str) -> ModuleType:
-    name = f"_live_app_{folder}_{next(_unique)}"
-    spec = importlib.util.spec_from_file_location(name, ROOT / "functions" / folder / "app.py")
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def received(queue_url: str, count: int) -> list[dict[str, Any]]:
     sqs = boto3.client("sqs")
     bodies: list[dict[str, Any]] = []
@@ -163,7 +147,8 @@ def received(queue_url: str, count: int) -> list[dict[str, Any]]:
 def test_real_changes_page_and_notify_over_http(fresh_db, inboxes):
     # GIVEN real change events of a product sold down to zero and deleted
     events = capture(fresh_db, pre_images=True, steps=SELL_AND_DELETE)
-    stock_alert, update_notifier = load_app("stock_alert"), load_app("update_notifier")
+    stock_alert = load_handler_module("stock_alert")
+    update_notifier = load_handler_module("update_notifier")
     context = FakeLambdaContext()
 
     # WHEN both handlers get every event, each twice (at-least-once delivery)

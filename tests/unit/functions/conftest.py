@@ -79,24 +79,44 @@ def lambda_context() -> FakeLambdaContext:
     return FakeLambdaContext()
 
 
-@pytest.fixture
-def load_app() -> Iterator[Callable[[str], ModuleType]]:
+def create_idempotency_table() -> None:
+    """Powertools' idempotency table (key `id`), as template.yaml defines it."""
+    boto3.client("dynamodb").create_table(
+        TableName=IDEMPOTENCY_TABLE,
+        KeySchema=[{"AttributeName": "id", "KeyType": "HASH"}],
+        AttributeDefinitions=[{"AttributeName": "id", "AttributeType": "S"}],
+        BillingMode="PAY_PER_REQUEST",
+    )
+
+
+def load_handler_module(folder: str) -> ModuleType:
     """Import `functions/<folder>/app.py` under a fresh, unique module name (a cold start).
 
     Every handler module is called `app`, so each is loaded by path; settings and clients are
     created at import, so load it after the environment and AWS stand-in are ready.
     """
+    name = f"_app_{folder}_{next(_unique)}"
+    spec = importlib.util.spec_from_file_location(name, ROOT / "functions" / folder / "app.py")
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    try:
+        spec.loader.exec_module(module)
+    except BaseException:
+        sys.modules.pop(name, None)
+        raise
+    return module
+
+
+@pytest.fixture
+def load_app() -> Iterator[Callable[[str], ModuleType]]:
+    """`load_handler_module`, with every module it loaded forgotten after the test."""
     loaded: list[str] = []
 
     def load(folder: str) -> ModuleType:
-        name = f"_app_{folder}_{next(_unique)}"
-        spec = importlib.util.spec_from_file_location(name, ROOT / "functions" / folder / "app.py")
-        assert spec is not None
-        assert spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        loaded.append(name)
-        spec.loader.exec_module(module)
+        module = load_handler_module(folder)
+        loaded.append(module.__name__)
         return module
 
     yield load
@@ -132,12 +152,7 @@ def aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     monkeypatch.delenv("POWERTOOLS_SERVICE_NAME", raising=False)
     monkeypatch.delenv("POWERTOOLS_IDEMPOTENCY_DISABLED", raising=False)
     with mock_aws():
-        boto3.client("dynamodb").create_table(
-            TableName=IDEMPOTENCY_TABLE,
-            KeySchema=[{"AttributeName": "id", "KeyType": "HASH"}],
-            AttributeDefinitions=[{"AttributeName": "id", "AttributeType": "S"}],
-            BillingMode="PAY_PER_REQUEST",
-        )
+        create_idempotency_table()
         yield
 
 

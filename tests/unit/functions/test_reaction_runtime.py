@@ -40,7 +40,7 @@ from reaction_runtime import (
 )
 from reaction_runtime.env import env_float, env_present
 from reaction_runtime.idempotency import idempotency_config
-from tests.unit.functions.conftest import IDEMPOTENCY_TABLE, read_event
+from tests.unit.functions.conftest import IDEMPOTENCY_TABLE, create_idempotency_table, read_event
 
 # --- settings readers -------------------------------------------------------------------------
 
@@ -509,12 +509,7 @@ def test_moto_conditional_put_is_not_atomic_across_threads(monkeypatch):
 
     monkeypatch.setattr(MotoTable, "get_item", read_then_pause)
     with mock_aws():
-        boto3.client("dynamodb").create_table(
-            TableName=IDEMPOTENCY_TABLE,
-            KeySchema=[{"AttributeName": "id", "KeyType": "HASH"}],
-            AttributeDefinitions=[{"AttributeName": "id", "AttributeType": "S"}],
-            BillingMode="PAY_PER_REQUEST",
-        )
+        create_idempotency_table()
         assert _conditional_puts(2) == ["written", "written"]
 
 

@@ -94,3 +94,13 @@ class RecordingStop(threading.Event):
         if self._stop_after is not None and len(self.delays) >= self._stop_after:
             self.set()
         return self.is_set()
+
+
+def create_checkpoint_table(client: Any, name: str) -> None:
+    """The relay's checkpoint table (key `relayId`), as template.yaml defines it."""
+    client.create_table(
+        TableName=name,
+        KeySchema=[{"AttributeName": "relayId", "KeyType": "HASH"}],
+        AttributeDefinitions=[{"AttributeName": "relayId", "AttributeType": "S"}],
+        BillingMode="PAY_PER_REQUEST",
+    )

@@ -25,6 +25,7 @@ from relay.backfill import (
 )
 from relay.checkpoint import Position, token_bytes
 from relay.progress import Progress, ProgressReporter, format_duration
+from tests.unit.relay.helpers import create_checkpoint_table
 
 SNAPSHOT = Position(
     RawBSONDocument(token_bytes({"_data": "82abc"}), CODEC_OPTIONS), Timestamp(1_796_300_000, 3)
@@ -160,12 +161,7 @@ def test_remaining_starts_at_the_top_then_after_the_last_id_then_after_done_coll
 def test_dynamodb_progress_store_saves_and_loads_beside_the_checkpoint():
     with mock_aws():
         client = boto3.client("dynamodb")
-        client.create_table(
-            TableName="checkpoints",
-            KeySchema=[{"AttributeName": "relayId", "KeyType": "HASH"}],
-            AttributeDefinitions=[{"AttributeName": "relayId", "AttributeType": "S"}],
-            BillingMode="PAY_PER_REQUEST",
-        )
+        create_checkpoint_table(client, "checkpoints")
         store = DynamoDBProgressStore(client, "checkpoints", "relay-1")
         assert store.load() is None
         store.save(state(sent=3, status="complete"))
@@ -252,12 +248,7 @@ def test_status_prints_the_stored_progress_without_documents(capsys):
     oid = ObjectId("6750a1f0c2b4a1e0f0a1b001")
     with mock_aws():
         client = boto3.client("dynamodb")
-        client.create_table(
-            TableName="checkpoints",
-            KeySchema=[{"AttributeName": "relayId", "KeyType": "HASH"}],
-            AttributeDefinitions=[{"AttributeName": "relayId", "AttributeType": "S"}],
-            BillingMode="PAY_PER_REQUEST",
-        )
+        create_checkpoint_table(client, "checkpoints")
         store = DynamoDBProgressStore(client, "checkpoints", "relay-1")
         assert print_status(store) == 0
         assert json.loads(capsys.readouterr().out)["backfill"] is None

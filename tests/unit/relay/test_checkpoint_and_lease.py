@@ -10,6 +10,7 @@ from moto import mock_aws
 
 from relay.checkpoint import DynamoDBCheckpointStore, MongoCheckpointStore, Position
 from relay.lease import Lease
+from tests.unit.relay.helpers import create_checkpoint_table
 
 TABLE = "relay-checkpoints"
 
@@ -18,12 +19,7 @@ TABLE = "relay-checkpoints"
 def dynamodb():
     with mock_aws():
         client = boto3.client("dynamodb", region_name="us-east-1")
-        client.create_table(
-            TableName=TABLE,
-            KeySchema=[{"AttributeName": "relayId", "KeyType": "HASH"}],
-            AttributeDefinitions=[{"AttributeName": "relayId", "AttributeType": "S"}],
-            BillingMode="PAY_PER_REQUEST",
-        )
+        create_checkpoint_table(client, TABLE)
         yield client
 
 
