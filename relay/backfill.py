@@ -49,9 +49,8 @@ from relay.service import (
     Relay,
     RelayClients,
     change_encoder,
-    dead_letter_sink,
-    forwarder_options,
     metrics_emitter,
+    relay_forwarder,
 )
 from relay.settings import RelaySettings, SettingsError
 from relay.stream import open_stream
@@ -573,18 +572,7 @@ class Backfill:
     # Reading and forwarding.
 
     def _read_and_forward(self, state: BackfillState) -> int:
-        self.forwarder = Forwarder(
-            self.clients.events,
-            dead_letter_sink(
-                self.settings,
-                self.stats,
-                sqs=self.clients.sqs,
-                s3=self.clients.s3,
-                wait=self._stop.wait,
-            ),
-            self.stats,
-            forwarder_options(self.settings),
-        )
+        self.forwarder = relay_forwarder(self.settings, self.stats, self.clients, self._stop)
         already = state.sent
         self._resumed_sent = already
         progress = Progress(

@@ -203,6 +203,14 @@ def change_encoder(
     )
 
 
+def relay_forwarder(
+    settings: RelaySettings, stats: Stats, clients: RelayClients, stop: threading.Event
+) -> Forwarder:
+    """The forwarder with the relay's options and dead-letter sink, sending on `clients.events`."""
+    sink = dead_letter_sink(settings, stats, sqs=clients.sqs, s3=clients.s3, wait=stop.wait)
+    return Forwarder(clients.events, sink, stats, forwarder_options(settings))
+
+
 def metrics_emitter(settings: RelaySettings, stats: Stats) -> MetricsEmitter:
     return MetricsEmitter(
         stats,
@@ -356,18 +364,7 @@ class Relay:
         log_loaded(checkpoint, self.clients.checkpoint_store)
         self._saved = checkpoint.position if checkpoint else None
         self._read_position = self._saved
-        self.forwarder = Forwarder(
-            self.clients.events,
-            dead_letter_sink(
-                self.settings,
-                self.stats,
-                sqs=self.clients.sqs,
-                s3=self.clients.s3,
-                wait=self._stop.wait,
-            ),
-            self.stats,
-            forwarder_options(self.settings),
-        )
+        self.forwarder = relay_forwarder(self.settings, self.stats, self.clients, self._stop)
         checkpointer = Ticker(
             "checkpoint", self.settings.checkpoint_interval_seconds, self._save_checkpoint
         )
