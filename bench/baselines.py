@@ -1,7 +1,8 @@
 """The two baselines the relay is measured against, each run in its own process.
 
 - `raw`: pymongo iterating the change stream as RawBSONDocument, forwarding nothing: the upper
-  bound of what any relay in Python can read.
+  bound of what any relay in Python can read. It asks for the relay's batch size per getMore, so
+  both read the same batches.
 - `naive`: the seed's way: per event, one synchronous PutEvents with one entry encoded with
   `bson.json_util`, then one checkpoint write (DynamoDB PutItem, the relay's store kind).
 
@@ -24,6 +25,7 @@ from pymongo import MongoClient
 from bench.memory import own_peak_rss_mib
 from change_contract import DEFAULT_SOURCE, DETAIL_TYPE_CHANGE
 from change_contract.ejson import CODEC_OPTIONS
+from relay.settings import DEFAULT_READ_BATCH_SIZE
 
 # How long one empty poll of the stream waits, so the deadline is checked while the source idles.
 POLL_WAIT_MS = 200
@@ -72,6 +74,7 @@ def run_raw(args: argparse.Namespace) -> BaselineResult:
             full_document=args.full_document,
             start_after=_token(args.start_after),
             max_await_time_ms=POLL_WAIT_MS,
+            batch_size=DEFAULT_READ_BATCH_SIZE,
         ) as stream:
             _mark_ready(args.ready_file)
             while result.events < args.events and time.monotonic() < deadline:

@@ -42,6 +42,7 @@ from relay.deadletter import DeadLetterSink, LoggingDeadLetterSink, SqsDeadLette
 from relay.encoder import ChangeEncoder, OffloadInterruptedError
 from relay.forwarder import Forwarder, ForwarderOptions, Item
 from relay.lease import Lease, LeaseError
+from relay.prefetch import PrefetchedStream
 from relay.putevents import LeanPutEventsClient
 from relay.settings import RelaySettings, SettingsError
 from relay.stream import make_client, open_stream
@@ -476,47 +477,47 @@ class Relay:
             )
             last_marker: Any = None
             try:
-                with stream:
-                    while not stop.is_set():
-                        change = stream.try_next()
-                        if change is not None:
-                            last = add_item = encode(change)
-                            add(add_item)
-                            read += 1
-                            # Partial batches go out only when the next read would block.
-                            if stream._cursor._has_next():
-                                continue
+                with stream, PrefetchedStream(stream, session, stop) as prefetched:
+                    for chunk in prefetched.chunks():
+                        for change in chunk.changes:
+                            last = item = encode(change)
+                            add(item)
+                        read += len(chunk.changes)
+                        # Partial batches go out only when the next read would wait on the server.
+                        if not chunk.drained:
+                            continue
                         forwarder.flush()
                         stats.add("EventsRead", read)
                         read = 0
                         self._heartbeat = time.monotonic()
                         if forwarder.halt_error is not None:
                             return "halted"
-                        if change is not None:
+                        if chunk.changes:
                             continue
                         if last is not None and last.token is not None:
                             self._read_position = Position(
                                 last.token, last.cluster_time, last.start_after
                             )
                             last = None
-                        if not stream.alive:
+                        if not chunk.alive:
                             current = self._read_position
                             return (
                                 "invalidated"
                                 if current is not None and current.start_after
                                 else "closed"
                             )
-                        token = stream.resume_token
+                        token = chunk.resume_token
                         if token is not None and token != last_marker:
                             last_marker = token
-                            marker = self._marker(token, session.operation_time)
+                            marker = self._marker(token, chunk.operation_time)
                             forwarder.add_position(marker)
                             self._read_position = marker
             finally:
                 stats.add("EventsRead", read)
                 if last is not None and last.token is not None:
                     self._read_position = Position(last.token, last.cluster_time, last.start_after)
-        return "stopped"
+        # The reader ends early only with a dead stream, and that returned above.
+        return "stopped" if stop.is_set() else "closed"
 
     def _marker(self, token: Any, operation_time: Timestamp | None) -> Position:
         """A quiet-stream position (postBatchResumeToken) with the best cluster time we know.

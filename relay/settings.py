@@ -27,6 +27,10 @@ from reaction_runtime.env import (
 FullDocument = Literal["default", "updateLookup", "whenAvailable", "required"]
 BeforeChange = Literal["off", "whenAvailable", "required"]
 
+# Changes per getMore. Bounds what pymongo buffers, and lets the read-ahead thread
+# (relay/prefetch.py) overlap the server's next batch with the relay's work on this one.
+DEFAULT_READ_BATCH_SIZE = 1000
+
 _RELAY_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 
 
@@ -82,6 +86,7 @@ class RelaySettings:
     retry_base_seconds: float = 0.1
     retry_max_seconds: float = 20.0
     max_await_time_ms: int = 1000
+    read_batch_size: int = DEFAULT_READ_BATCH_SIZE
     reconnect_max_seconds: float = 30.0
     on_history_lost: Literal["fail", "restart"] = "fail"
     on_invalidate: Literal["restart", "stop"] = "restart"
@@ -183,6 +188,9 @@ class RelaySettings:
             retry_max_seconds=env_float("RETRY_MAX_SECONDS", 20.0, minimum=0.01, environ=env),
             max_await_time_ms=env_int(
                 "MAX_AWAIT_TIME_MS", 1000, minimum=10, maximum=60_000, environ=env
+            ),
+            read_batch_size=env_int(
+                "READ_BATCH_SIZE", DEFAULT_READ_BATCH_SIZE, minimum=1, maximum=100_000, environ=env
             ),
             reconnect_max_seconds=env_float(
                 "RECONNECT_MAX_SECONDS", 30.0, minimum=0.1, environ=env

@@ -76,7 +76,10 @@ def _sees_checkpoints(settings: RelaySettings) -> bool:
 
 
 def watch_options(settings: RelaySettings) -> dict[str, Any]:
-    options: dict[str, Any] = {"max_await_time_ms": settings.max_await_time_ms}
+    options: dict[str, Any] = {
+        "max_await_time_ms": settings.max_await_time_ms,
+        "batch_size": settings.read_batch_size,
+    }
     if settings.full_document != "default":
         options["full_document"] = settings.full_document
     if settings.full_document_before_change != "off":

@@ -90,6 +90,7 @@ def test_a_missing_required_variable_is_named(missing):
         ("FULL_DOCUMENT", "UpdateLookup", "default, updateLookup, whenAvailable, required"),
         ("CHECKPOINT_INTERVAL_SECONDS", "301", "between 0.05 and 300, got 301"),
         ("MAX_REQUEST_BYTES", "100", "between 4096 and 16777216, got 100"),
+        ("READ_BATCH_SIZE", "0", "between 1 and 100000, got 0"),
     ],
 )
 def test_a_malformed_value_is_named_with_the_expected_form(variable, value, fragment):
@@ -146,7 +147,11 @@ def test_one_collection_watches_it_without_a_collection_filter():
     parsed = settings(WATCH_MATCH='{"operationType": {"$in": ["insert", "update"]}}')
 
     assert pipeline_for(parsed) == [{"$match": {"operationType": {"$in": ["insert", "update"]}}}]
-    assert watch_options(parsed) == {"max_await_time_ms": 1000, "full_document": "updateLookup"}
+    assert watch_options(parsed) == {
+        "max_await_time_ms": 1000,
+        "batch_size": 1000,
+        "full_document": "updateLookup",
+    }
 
 
 def test_several_collections_watch_the_database_filtered_on_ns():
@@ -184,5 +189,6 @@ def test_pre_images_and_full_document_default_are_passed_through():
 
     assert watch_options(parsed) == {
         "max_await_time_ms": 1000,
+        "batch_size": 1000,
         "full_document_before_change": "whenAvailable",
     }
