@@ -163,7 +163,7 @@ class LeanPutEventsClient:
         except OSError as error:  # refused, reset, TLS failures, ProtocolError
             raise EndpointConnectionError(endpoint_url=self.endpoint_url, error=error) from error
         if response.status == 200:
-            parsed: dict[str, Any] = json.loads(response.body)
+            parsed: dict[str, Any] = orjson.loads(response.body)
             return parsed
         error_type = response.headers.get("x-amzn-errortype")
         raise _client_error(response.status, response.body, error_type)

@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from change_contract import decode_event, encode_change
-from change_contract.ejson import CODEC_OPTIONS, fast_path_available
+from change_contract.ejson import CODEC_OPTIONS, _decimal_text, fast_path_available
 from localdev.samples import lambda_event
 
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
@@ -183,6 +183,31 @@ def test_dates_are_spelled_as_json_util_spells_them_on_the_fast_path():
     assert rendered["whole"] == {"$date": "2026-12-03T11:33:20Z"}
     assert rendered["before_epoch"] == {"$date": {"$numberLong": "-14182940000"}}
     assert rendered["far"] == {"$date": {"$numberLong": str(2**60)}}
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    st.one_of(
+        st.binary(min_size=16, max_size=16),
+        st.builds(
+            lambda digits, exponent: Decimal128(f"{digits}E{exponent}").bid,
+            st.integers(-(10**34) + 1, 10**34 - 1),
+            st.integers(-6176, 6111),
+        ),
+    )
+)
+def test_decimal_text_reads_any_bid_as_pymongo_prints_it(bid):
+    # Any 16 bytes: canonical values, NaN, infinities, the large form, too-long coefficients.
+    assert _decimal_text.__wrapped__(bid) == str(Decimal128.from_bid(bid))
+
+
+def test_decimal_text_edges_match_pymongo():
+    for text in ("0", "-0", "0E-6176", "1E+6111", "-9999999999999999999999999999999999E-6176"):
+        bid = Decimal128(text).bid
+        assert _decimal_text.__wrapped__(bid) == str(Decimal128.from_bid(bid)), text
+    for text in ("NaN", "-NaN", "Infinity", "-Infinity"):
+        bid = Decimal128(text).bid
+        assert _decimal_text.__wrapped__(bid) == str(Decimal128.from_bid(bid)), text
 
 
 def test_numbers_stay_json_numbers_so_eventbridge_numeric_filters_work():

@@ -6,6 +6,7 @@ Must never lose a value: whatever `to_json` writes, `from_json` gives back equal
 """
 
 import datetime as dt
+import decimal
 import functools
 import json
 import math
@@ -136,10 +137,31 @@ def _datetime(value: dt.datetime) -> Any:
     return json_util.default(value, RELAXED_OPTIONS)
 
 
+# IEEE 754-2008 decimal128, binary integer decimal (BID) layout, as BSON stores it.
+_BID_LARGE_FORM: Final = 0x6000_0000_0000_0000  # both bits set: a large coefficient, NaN or Inf
+_BID_EXPONENT_BIAS: Final = 6176
+_BID_MAX_COEFFICIENT: Final = 10**34 - 1
+
+
 @functools.lru_cache(maxsize=4096)
 def _decimal_text(bid: bytes) -> str:
-    # Prices repeat; converting the 128-bit decimal to text is the costliest common value.
-    return str(Decimal128.from_bid(bid))
+    """`str(Decimal128.from_bid(bid))`, the common case without pymongo's digit-by-digit walk.
+
+    A finite decimal with a coefficient of at most 34 digits (every value a driver writes) is read
+    straight from the bits and printed by the C `decimal` module; the rest (NaN, infinities,
+    out-of-range coefficients, which mean 0) are left to pymongo.
+    """
+    bits = int.from_bytes(bid, "little")
+    high = bits >> 64
+    if high & _BID_LARGE_FORM == _BID_LARGE_FORM:
+        return str(Decimal128.from_bid(bid))
+    coefficient = bits & ((1 << 113) - 1)
+    if coefficient > _BID_MAX_COEFFICIENT:
+        return str(Decimal128.from_bid(bid))
+    exponent = ((high >> 49) & 0x3FFF) - _BID_EXPONENT_BIAS
+    sign = "-" if high >> 63 else ""
+    # The constructor keeps every digit and the exponent as given; no context rounds it.
+    return str(decimal.Decimal(f"{sign}{coefficient}E{exponent}"))
 
 
 def _non_finite(value: NonFiniteDouble) -> Any:
