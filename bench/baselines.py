@@ -1,8 +1,8 @@
 """The two baselines the relay is measured against, each run in its own process.
 
 - `raw`: pymongo iterating the change stream as RawBSONDocument, forwarding nothing: the upper
-  bound of what any relay in Python can read. It asks for the relay's batch size per getMore, so
-  both read the same batches.
+  bound of what any relay in Python can read. The bench gives it the relay's batch size per
+  getMore (`--batch-size`), so both read the same batches.
 - `naive`: the seed's way: per event, one synchronous PutEvents with one entry encoded with
   `bson.json_util`, then one checkpoint write (DynamoDB PutItem, the relay's store kind).
 
@@ -25,7 +25,6 @@ from pymongo import MongoClient
 from bench.memory import own_peak_rss_mib
 from change_contract import DEFAULT_SOURCE, DETAIL_TYPE_CHANGE
 from change_contract.ejson import CODEC_OPTIONS
-from relay.settings import DEFAULT_READ_BATCH_SIZE
 
 # How long one empty poll of the stream waits, so the deadline is checked while the source idles.
 POLL_WAIT_MS = 200
@@ -74,7 +73,7 @@ def run_raw(args: argparse.Namespace) -> BaselineResult:
             full_document=args.full_document,
             start_after=_token(args.start_after),
             max_await_time_ms=POLL_WAIT_MS,
-            batch_size=DEFAULT_READ_BATCH_SIZE,
+            batch_size=args.batch_size,
         ) as stream:
             _mark_ready(args.ready_file)
             while result.events < args.events and time.monotonic() < deadline:
@@ -158,6 +157,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="as the relay's FULL_DOCUMENT default, so all variants read the same events",
     )
     parser.add_argument("--latency", action="store_true", help="raw: record commit latency")
+    parser.add_argument(
+        "--batch-size", type=int, help="raw: changes per getMore (default: the server's)"
+    )
     parser.add_argument("--ready-file", help="written once the stream is open")
     parser.add_argument("--result-file", required=True)
     parser.add_argument("--events-endpoint", help="naive: the PutEvents endpoint")

@@ -30,6 +30,7 @@ from bench.memory import process_peak_rss_mib
 from bench.profiling import ProfilerError, start_profiler, stop_profiler, summarise
 from bench.sink import RunningSink, SinkClient, start_sink
 from localdev.servers import ManagedProcess, MotoServer, running_moto, running_secantus, wait_until
+from relay.settings import DEFAULT_READ_BATCH_SIZE
 
 COLLECTION = "productos"
 # The baselines' latency runs write here, outside the relay's watch, so the relay's stream holds
@@ -226,6 +227,9 @@ def _baseline_args(
     args = [sys.executable, "-m", "bench.baselines", variant, "--uri", stage.mongo_uri]
     args += ["--database", stage.database, "--collection", collection]
     args += ["--result-file", str(result_file), "--ready-file", str(ready_file)]
+    if variant == "raw":
+        # The same batches as the relay reads with its defaults.
+        args += ["--batch-size", str(DEFAULT_READ_BATCH_SIZE)]
     if variant == "naive":
         args += ["--events-endpoint", stage.sink.endpoint]
         args += ["--dynamodb-endpoint", stage.moto.endpoint, "--checkpoint-table", NAIVE_TABLE]
