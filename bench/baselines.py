@@ -26,6 +26,9 @@ from bench.memory import own_peak_rss_mib
 from change_contract import DEFAULT_SOURCE, DETAIL_TYPE_CHANGE
 from change_contract.ejson import CODEC_OPTIONS
 
+# The relay's pipeline cut after each stage (bench/stages.py), run as variants `stage-<name>`.
+STAGES = ("read", "encode", "batch", "send")
+
 # How long one empty poll of the stream waits, so the deadline is checked while the source idles.
 POLL_WAIT_MS = 200
 
@@ -52,7 +55,7 @@ class BaselineResult:
         return self.last_at - self.first_at
 
 
-def _mark_ready(path: str | None) -> None:
+def mark_ready(path: str | None) -> None:
     if path:
         Path(path).write_text("ready")
 
@@ -75,7 +78,7 @@ def run_raw(args: argparse.Namespace) -> BaselineResult:
             max_await_time_ms=POLL_WAIT_MS,
             batch_size=args.batch_size,
         ) as stream:
-            _mark_ready(args.ready_file)
+            mark_ready(args.ready_file)
             while result.events < args.events and time.monotonic() < deadline:
                 change = stream.try_next()
                 if change is None:
@@ -112,7 +115,7 @@ def run_naive(args: argparse.Namespace) -> BaselineResult:
             start_after=_token(args.start_after),
             max_await_time_ms=POLL_WAIT_MS,
         ) as stream:
-            _mark_ready(args.ready_file)
+            mark_ready(args.ready_file)
             while result.events < args.events and time.monotonic() < deadline:
                 change = stream.try_next()
                 if change is None:
@@ -144,7 +147,8 @@ def run_naive(args: argparse.Namespace) -> BaselineResult:
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("variant", choices=("raw", "naive"))
+    stages = [f"stage-{name}" for name in STAGES]
+    parser.add_argument("variant", choices=("raw", "naive", *stages))
     parser.add_argument("--uri", required=True)
     parser.add_argument("--database", required=True)
     parser.add_argument("--collection", required=True)
@@ -162,7 +166,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--ready-file", help="written once the stream is open")
     parser.add_argument("--result-file", required=True)
-    parser.add_argument("--events-endpoint", help="naive: the PutEvents endpoint")
+    parser.add_argument("--events-endpoint", help="naive, stage-send: the PutEvents endpoint")
     parser.add_argument("--dynamodb-endpoint", help="naive: the checkpoint store's endpoint")
     parser.add_argument("--checkpoint-table", default="bench-naive-checkpoints")
     parser.add_argument("--relay-id", default="naive")
@@ -172,7 +176,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    result = run_raw(args) if args.variant == "raw" else run_naive(args)
+    if args.variant.startswith("stage-"):
+        from bench.stages import run_stage  # the relay's parts: imported only for these runs
+
+        result = run_stage(args)
+    else:
+        result = run_raw(args) if args.variant == "raw" else run_naive(args)
     payload = {**asdict(result), "wall_window_s": result.wall_window_s, "pid": os.getpid()}
     Path(args.result_file).write_text(json.dumps(payload))
     return 0

@@ -136,6 +136,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         outcome = run_relay_bench(config, log=log)
         report.relay_runs, report.source = outcome.runs, outcome.source
+        report.stage_runs = outcome.stage_runs
         report.notes += outcome.notes
         if outcome.profile_path is not None:
             report.profile_path = _shown(outcome.profile_path)

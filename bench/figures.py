@@ -51,6 +51,18 @@ class RelayRun:
 
 
 @dataclass
+class StageRun:
+    """The relay's pipeline cut after one stage (bench/stages.py), with the 0 ms sink."""
+
+    stage: str
+    measured: bool = False
+    events: int = 0
+    events_per_s: float | None = None
+    cpu_us_per_event: float | None = None
+    note: str = ""
+
+
+@dataclass
 class FunctionRun:
     """One handler (a project function or its bare boto3 baseline)."""
 
@@ -74,6 +86,7 @@ class BenchReport:
     events: int
     source: dict[str, Any] = field(default_factory=dict)
     relay_runs: list[RelayRun] = field(default_factory=list)
+    stage_runs: list[StageRun] = field(default_factory=list)
     function_runs: list[FunctionRun] = field(default_factory=list)
     profile_path: str | None = None
     notes: list[str] = field(default_factory=list)

@@ -25,7 +25,14 @@ from bson import json_util
 from pymongo import MongoClient
 from pymongo.collection import Collection
 
-from bench.figures import TARGET_CPU_US, TARGET_NAIVE_RATIO, TARGET_RAW_RATIO, RelayRun
+from bench.baselines import STAGES
+from bench.figures import (
+    TARGET_CPU_US,
+    TARGET_NAIVE_RATIO,
+    TARGET_RAW_RATIO,
+    RelayRun,
+    StageRun,
+)
 from bench.memory import process_peak_rss_mib
 from bench.profiling import ProfilerError, start_profiler, stop_profiler, summarise
 from bench.sink import RunningSink, SinkClient, start_sink
@@ -230,8 +237,9 @@ def _baseline_args(
     if variant == "raw":
         # The same batches as the relay reads with its defaults.
         args += ["--batch-size", str(DEFAULT_READ_BATCH_SIZE)]
-    if variant == "naive":
+    if variant in ("naive", "stage-send"):
         args += ["--events-endpoint", stage.sink.endpoint]
+    if variant == "naive":
         args += ["--dynamodb-endpoint", stage.moto.endpoint, "--checkpoint-table", NAIVE_TABLE]
     return args
 
@@ -263,6 +271,8 @@ def run_baseline(
     process = ManagedProcess(f"bench-{variant}", args, env=_aws_env(stage.moto.endpoint))
     process.start()
     try:
+        if variant == "stage-send":
+            stage.sink.arm(latency_ms=latency_ms)
         if variant == "naive":
             assert process.process is not None
             stage.sink.arm(
@@ -330,6 +340,23 @@ def remeasure_raw(stage: Stage, config: RelayBenchConfig, run: RelayRun) -> None
     run.cpu_us_per_event = (run.cpu_us_per_event + cpu) / 2
     run.peak_rss_mib = max(run.peak_rss_mib or 0.0, again["peak_rss_mib"])
     run.note += f"; mean of reads before ({first:,.0f}/s) and after ({rate:,.0f}/s) the relays"
+
+
+def measure_stages(stage: Stage, config: RelayBenchConfig) -> list[StageRun]:
+    """The relay's pipeline cut after each stage, on the backlog, with the 0 ms sink."""
+    runs = []
+    for name in STAGES:
+        run = StageRun(name)
+        result = run_baseline(stage, config, f"stage-{name}", 0.0, live=False)
+        if result["events"] < 2 or result["wall_window_s"] <= 0:
+            run.note = f"read only {result['events']} events"
+        else:
+            run.measured = True
+            run.events = result["events"]
+            run.events_per_s = (result["events"] - 1) / result["wall_window_s"]
+            run.cpu_us_per_event = result["cpu_window_s"] / result["events"] * 1e6
+        runs.append(run)
+    return runs
 
 
 def measure_naive(stage: Stage, config: RelayBenchConfig, latency_ms: float) -> RelayRun:
@@ -529,6 +556,7 @@ class RelayBenchOutcome:
     source: dict[str, Any]
     profile_path: Path | None = None
     notes: list[str] = field(default_factory=list)
+    stage_runs: list[StageRun] = field(default_factory=list)
 
 
 def run_relay_bench(config: RelayBenchConfig, *, log: Any = print) -> RelayBenchOutcome:
@@ -562,6 +590,10 @@ def run_relay_bench(config: RelayBenchConfig, *, log: Any = print) -> RelayBench
             log(f"sink {latency:g} ms: raw read again")
             remeasure_raw(stage, config, raw)
         source["mean_event_bytes"] = stage.mean_event_bytes
+        stage_runs = []
+        if relay_ready:
+            log("the relay's pipeline, stage by stage (0 ms sink)")
+            stage_runs = measure_stages(stage, config)
 
         profile_path = None
         missed = targets_missed(runs)
@@ -572,4 +604,4 @@ def run_relay_bench(config: RelayBenchConfig, *, log: Any = print) -> RelayBench
                 profile_path = profile_relay(stage, config, config.results_dir)
             except (BenchSetupError, ProfilerError, TimeoutError) as error:
                 notes.append(f"profiling the relay failed: {error}")
-        return RelayBenchOutcome(runs, source, profile_path, notes)
+        return RelayBenchOutcome(runs, source, profile_path, notes, stage_runs)

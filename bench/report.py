@@ -15,6 +15,7 @@ from bench.figures import (
     BenchReport,
     FunctionRun,
     RelayRun,
+    StageRun,
 )
 
 NOT_MEASURED = "not measured"
@@ -105,6 +106,34 @@ def _target_verdict(
     return "; ".join(verdicts)
 
 
+# What each stage of bench/stages.py runs, as the table says it.
+_STAGE_WORK = {
+    "read": "change stream read ahead (`PrefetchedStream`)",
+    "encode": "+ detail rendered, oversize tiers (`ChangeEncoder`)",
+    "batch": "+ batches, sender threads, watermark (`Forwarder`, no I/O)",
+    "send": "+ lean PutEvents client to the sink",
+}
+
+
+def stage_table(runs: list[StageRun]) -> str:
+    """Each cut of the pipeline, with the CPU per change the stage adds to the one before."""
+    lines = [
+        "| stage | what runs | events/s | CPU µs/change | added µs/change |",
+        "|---|---|---:|---:|---:|",
+    ]
+    before: float | None = None
+    for run in runs:
+        cpu = run.cpu_us_per_event if run.measured else None
+        added = None if cpu is None or before is None else cpu - before
+        note = f" ({_cell(run.note)})" if run.note else ""
+        lines.append(
+            f"| {run.stage} | {_STAGE_WORK.get(run.stage, '')}{note} | "
+            f"{_number(run.events_per_s)} | {_number(cpu, 1)} | {_number(added, 1)} |"
+        )
+        before = cpu
+    return "\n".join(lines)
+
+
 def function_table(runs: list[FunctionRun]) -> str:
     lines = [
         "| handler | baseline of | cold init ms | first call ms | warm ms/event | peak RSS MiB "
@@ -180,6 +209,16 @@ def render_markdown(report: BenchReport) -> str:
             "",
             f"A target was missed: where the relay's CPU goes (py-spy, every thread) is in "
             f"`{report.profile_path}` (collapsed stacks beside it, `relay-profile.folded`).",
+        ]
+    if report.stage_runs:
+        parts += [
+            "",
+            "### The relay's pipeline, stage by stage",
+            "",
+            "The relay's own parts cut after each stage (`bench/stages.py`), each run on the same "
+            "backlog beside SecantusDB and the 0 ms sink; CPU of the whole process per change.",
+            "",
+            stage_table(report.stage_runs),
         ]
     if report.hot_path:
         parts += [

@@ -38,6 +38,12 @@ def test_quick_relay_bench_measures_every_variant_on_the_same_backlog(tmp_path):
     assert (runs["naive"].cpu_us_per_event or 0) > 0
     if relay_available():
         assert runs["relay"].measured or "failed" in runs["relay"].note
+        # and the relay's parts, cut after each stage, read the whole backlog too
+        assert [run.stage for run in outcome.stage_runs] == ["read", "encode", "batch", "send"]
+        for run in outcome.stage_runs:
+            assert run.measured, run.note
+            assert run.events >= 300
+            assert (run.cpu_us_per_event or 0) > 0
     else:
         assert not runs["relay"].measured
         assert "not in this checkout" in runs["relay"].note

@@ -1,8 +1,8 @@
 """The results table and chart: measured figures, ratios and verdicts, and never a number for
 something that was not measured."""
 
-from bench.figures import BenchReport, FunctionRun, RelayRun, percentile
-from bench.report import relay_table, render_markdown, write_results
+from bench.figures import BenchReport, FunctionRun, RelayRun, StageRun, percentile
+from bench.report import relay_table, render_markdown, stage_table, write_results
 
 
 def _measured(variant: str, latency: float, rate: float, cpu: float) -> RelayRun:
@@ -110,3 +110,30 @@ def test_a_quick_run_never_writes_over_the_quoted_results():
     assert full.results_dir == DEFAULT_RESULTS
     assert quick.results_dir != DEFAULT_RESULTS
     assert (quick.events, full.events) == (300, 20_000)
+
+
+def test_each_stage_shows_what_it_adds_to_the_one_before():
+    runs = [
+        StageRun("read", True, 1000, 9_000.0, 20.0),
+        StageRun("encode", True, 1000, 8_000.0, 65.5),
+        StageRun("batch", note="failed: no sink"),
+        StageRun("send", True, 1000, 5_000.0, 130.0),
+    ]
+
+    rows = stage_table(runs).splitlines()[2:]
+
+    assert rows[0].endswith("| 9,000 | 20.0 | — |")
+    assert rows[1].endswith("| 8,000 | 65.5 | 45.5 |")
+    # An unmeasured stage shows no figure, and the next one no difference to it
+    assert "failed: no sink" in rows[2]
+    assert rows[2].endswith("| — | — | — |")
+    assert rows[3].endswith("| 5,000 | 130.0 | — |")
+
+
+def test_the_stage_table_is_in_the_report_only_when_stages_ran():
+    report = _report()
+    assert "stage by stage" not in render_markdown(report)
+
+    report.stage_runs = [StageRun("read", True, 1000, 9_000.0, 20.0)]
+
+    assert "### The relay's pipeline, stage by stage" in render_markdown(report)
