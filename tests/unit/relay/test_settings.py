@@ -1,5 +1,8 @@
 """Relay settings: parsed once from the environment, every error naming its variable."""
 
+import re
+from pathlib import Path
+
 import pytest
 
 from reaction_runtime.env import ConfigError
@@ -192,3 +195,16 @@ def test_pre_images_and_full_document_default_are_passed_through():
         "batch_size": 1000,
         "full_document_before_change": "whenAvailable",
     }
+
+
+def test_every_variable_the_relay_reads_is_in_the_readme_table():
+    # GIVEN every environment variable name the settings parser reads
+    root = Path(__file__).resolve().parents[3]
+    source = (root / "relay" / "settings.py").read_text()
+    read = set(re.findall(r'(?:env_\w+\(|_choice\(\s*env,\s*)\s*"([A-Z][A-Z0-9_]+)"', source))
+    assert {"MONGODB_URI", "READ_BATCH_SIZE", "MAX_IN_FLIGHT_REQUESTS"} <= read
+
+    # THEN each has a row in the README's configuration tables
+    readme = (root / "README.md").read_text()
+    missing = sorted(name for name in read if f"| `{name}` |" not in readme)
+    assert missing == []
