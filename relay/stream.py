@@ -1,7 +1,7 @@
 """Watch scope -> pymongo change stream: which object to watch, with which pipeline and options.
 
-Events are read as `RawBSONDocument` with the contract's codec options, so the hot path copies
-bytes instead of building dicts. Never forwards or checkpoints anything.
+Events are read as the contract's `ChangeDocument`: raw BSON, decoded once in C when pymongo reads
+the resume token, and rendered from that same decode. Never forwards or checkpoints anything.
 """
 
 from collections.abc import Mapping
@@ -11,7 +11,7 @@ from pymongo import MongoClient
 from pymongo.change_stream import ChangeStream
 from pymongo.client_session import ClientSession
 
-from change_contract.ejson import CODEC_OPTIONS
+from change_contract.ejson import STREAM_OPTIONS
 from relay.checkpoint import Position
 from relay.settings import RelaySettings
 
@@ -20,12 +20,12 @@ _STREAM_EVENTS = ["dropDatabase", "invalidate"]
 
 
 def make_client(uri: str, **options: Any) -> MongoClient[Any]:
-    """A client that decodes everything as `RawBSONDocument` with the contract's codec options."""
+    """A client that decodes everything as `ChangeDocument` with the contract's codec options."""
     return MongoClient(
         uri,
-        document_class=CODEC_OPTIONS.document_class,
+        document_class=STREAM_OPTIONS.document_class,
         tz_aware=True,
-        tzinfo=CODEC_OPTIONS.tzinfo,
+        tzinfo=STREAM_OPTIONS.tzinfo,
         uuidRepresentation="standard",
         appname="mongo-change-relay",
         **options,
@@ -106,7 +106,7 @@ def open_stream(
     scope = settings.scope
     if scope.database is None:
         return client.watch(pipeline, session=session, **options)
-    database = client.get_database(scope.database, codec_options=CODEC_OPTIONS)
+    database = client.get_database(scope.database, codec_options=STREAM_OPTIONS)
     if scope.level == "collection":
         return database[scope.collections[0]].watch(pipeline, session=session, **options)
     return database.watch(pipeline, session=session, **options)

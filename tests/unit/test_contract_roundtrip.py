@@ -13,7 +13,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from change_contract import decode_event, encode_change
-from change_contract.ejson import CODEC_OPTIONS, _decimal_text, fast_path_available
+from change_contract.ejson import (
+    CODEC_OPTIONS,
+    STREAM_OPTIONS,
+    ChangeDocument,
+    _decimal_text,
+    fast_path_available,
+)
 from localdev.samples import lambda_event
 
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
@@ -145,11 +151,17 @@ def test_fast_and_portable_paths_give_the_same_json_value(document):
     change = change_around(document)
     raw = RawBSONDocument(encode(change, codec_options=CODEC_OPTIONS), codec_options=CODEC_OPTIONS)
 
+    read = ChangeDocument(raw.raw, STREAM_OPTIONS)
+    assert dict(read["_id"]) == change["_id"]  # what pymongo reads first
+
     # WHEN both renderers encode it
     portable = json.loads(encode_change(raw, fast=False).entry["Detail"])
 
-    # THEN orjson (from raw BSON or from Python values) writes what json_util writes
+    # THEN orjson (from raw BSON, from the relay's document or from Python values) writes what
+    # json_util writes
     assert json.loads(encode_change(raw, fast=True).entry["Detail"]) == portable
+    assert json.loads(encode_change(read, fast=True).entry["Detail"]) == portable
+    assert json.loads(encode_change(read, fast=False).entry["Detail"]) == portable
     assert json.loads(encode_change(change, fast=True).entry["Detail"]) == portable
 
 

@@ -11,12 +11,13 @@ from bson.raw_bson import RawBSONDocument
 from pymongo.errors import OperationFailure
 
 from change_contract import S3PayloadLoader, decode_event
-from change_contract.ejson import CODEC_OPTIONS
+from change_contract.ejson import STREAM_OPTIONS, ChangeDocument
 from relay.deadletter import SqsDeadLetterSink
 from relay.encoder import ChangeEncoder
 from relay.forwarder import Forwarder, ForwarderOptions
 from relay.service import events_client
 from relay.settings import RelaySettings
+from relay.stream import make_client
 from relay.telemetry import Stats
 from tests.integration.relay.conftest import relay_env
 
@@ -76,15 +77,20 @@ def test_secantus_refuses_invalid_utf8_that_mongod_stores(mongo, fresh_db):
 def test_a_change_with_invalid_utf8_is_dead_lettered_with_its_raw_bytes(
     world, fresh_db, mongo, monkeypatch
 ):
-    # GIVEN a real change read from the server, its string corrupted as a legacy driver would
-    # (SecantusDB refuses to store such a string; see the test above)
-    collection = fresh_db.get_collection("productos", codec_options=CODEC_OPTIONS)
+    # GIVEN a real change read from the server as the relay reads it, its string corrupted as a
+    # legacy driver would (SecantusDB refuses to store such a string; see the test above)
+    client = make_client(mongo.uri)
+    assert client.codec_options.document_class is ChangeDocument
+    client.close()
+    collection = fresh_db.get_collection("productos", codec_options=STREAM_OPTIONS)
     with collection.watch(max_await_time_ms=200) as stream:
         collection.insert_one({"n": 1, "nombreProducto": "XXXX"})
         change = None
         while change is None:
             change = stream.try_next()
-    corrupted = RawBSONDocument(change.raw.replace(b"XXXX", b"\xff\xfeXX"), CODEC_OPTIONS)
+    assert isinstance(change, ChangeDocument)
+    corrupted = ChangeDocument(change.raw.replace(b"XXXX", b"\xff\xfeXX"), STREAM_OPTIONS)
+    assert corrupted["_id"] == change["_id"]  # pymongo would still read its resume token
     settings = RelaySettings.from_env(relay_env(world, mongo.uri, fresh_db.name))
     stats = Stats()
     encoder = ChangeEncoder(

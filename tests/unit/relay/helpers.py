@@ -8,13 +8,12 @@ from typing import Any
 import bson
 from botocore.exceptions import ClientError
 from bson import ObjectId, Timestamp
-from bson.raw_bson import RawBSONDocument
 
-from change_contract.ejson import CODEC_OPTIONS
+from change_contract.ejson import STREAM_OPTIONS, ChangeDocument
 
 
-def raw_change(seq: int, *, operation: str = "insert", **fields: Any) -> RawBSONDocument:
-    """A change event as the relay reads it: RawBSONDocument, mongod's key order."""
+def raw_change(seq: int, *, operation: str = "insert", **fields: Any) -> ChangeDocument:
+    """A change event as the relay reads it: a `ChangeDocument`, mongod's key order."""
     document: dict[str, Any] = {
         "_id": {"_data": f"8200000001{seq:08X}"},
         "operationType": operation,
@@ -29,7 +28,7 @@ def raw_change(seq: int, *, operation: str = "insert", **fields: Any) -> RawBSON
         if operation != "delete":
             document["fullDocument"] = {"_id": oid, "nombreProducto": f"p{seq}", "cantidad": seq}
     document.update(fields)
-    return RawBSONDocument(bson.encode(document), CODEC_OPTIONS)
+    return ChangeDocument(bson.encode(document), STREAM_OPTIONS)
 
 
 def client_error(code: str, status: int = 400, operation: str = "PutEvents") -> ClientError:

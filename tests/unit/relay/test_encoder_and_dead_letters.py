@@ -5,11 +5,10 @@ import json
 
 import boto3
 import pytest
-from bson.raw_bson import RawBSONDocument
 from moto import mock_aws
 
 from change_contract import decode_event
-from change_contract.ejson import CODEC_OPTIONS
+from change_contract.ejson import STREAM_OPTIONS, ChangeDocument
 from relay.deadletter import (
     SQS_MAX_MESSAGE_BYTES,
     DeadLetter,
@@ -111,9 +110,9 @@ def test_too_large_without_a_bucket_is_bad_input_not_an_exception():
     assert item.token is not None  # so the checkpoint can pass it once dead-lettered
 
 
-def invalid_utf8_change() -> RawBSONDocument:
+def invalid_utf8_change() -> ChangeDocument:
     good = raw_change(7, fullDocument={"_id": 1, "nombreProducto": "XXXX", "cantidad": 1})
-    return RawBSONDocument(good.raw.replace(b"XXXX", b"\xff\xfeXX"), CODEC_OPTIONS)
+    return ChangeDocument(good.raw.replace(b"XXXX", b"\xff\xfeXX"), STREAM_OPTIONS)
 
 
 def test_invalid_utf8_becomes_a_bad_item_naming_the_event():
