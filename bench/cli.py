@@ -83,6 +83,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--live-rate", type=float, default=200.0, help="changes/s, latency runs")
     parser.add_argument("--live-seconds", type=float, default=4.0, help="length of latency runs")
     parser.add_argument("--update-share", type=float, default=0.25, help="share of updates")
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=3,
+        help="passes of the relay over the backlog per sink latency, each followed by a raw "
+        "read; the tables show the medians",
+    )
     parser.add_argument("--invocations", type=int, default=300, help="warm calls per function")
     parser.add_argument("--no-profile", action="store_true", help="never run the profiler")
     parser.add_argument("--skip-relay", action="store_true")
@@ -98,7 +105,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.quick:
         args.events, args.naive_seconds, args.live_rate, args.live_seconds = 300, 2.0, 100.0, 1.0
-        args.invocations, args.no_profile = 20, True
+        args.invocations, args.no_profile, args.rounds = 20, True, 2
     if args.results_dir is None:
         quick = Path(tempfile.gettempdir()) / "mongo-change-reactions-bench-quick"
         args.results_dir = quick if args.quick else DEFAULT_RESULTS
@@ -131,6 +138,7 @@ def main(argv: list[str] | None = None) -> int:
             live_rate=args.live_rate,
             live_seconds=args.live_seconds,
             update_share=args.update_share,
+            rounds=max(1, args.rounds),
             profile=not args.no_profile,
             results_dir=args.results_dir,
         )

@@ -4,6 +4,7 @@ Plain data only: nothing here starts a process or measures anything.
 """
 
 import math
+import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -41,6 +42,24 @@ class RelayRun:
     latency_delivered: int = 0
     latency_expected: int = 0
     note: str = ""
+    # Each pass over the backlog (events/s, CPU µs/event); the figures above are their medians.
+    passes_per_s: list[float] = field(default_factory=list)
+    passes_cpu_us: list[float] = field(default_factory=list)
+
+    def add_pass(self, events_per_s: float, cpu_us_per_event: float) -> None:
+        """One more pass over the backlog: events/s and CPU become the median of all passes."""
+        self.measured = True
+        self.passes_per_s.append(events_per_s)
+        self.passes_cpu_us.append(cpu_us_per_event)
+        self.events_per_s = statistics.median(self.passes_per_s)
+        self.cpu_us_per_event = statistics.median(self.passes_cpu_us)
+
+    def passes_note(self, what: str) -> str:
+        """'median of 3 <what> (a, b, c/s)', or '' after a single pass."""
+        if len(self.passes_per_s) < 2:
+            return ""
+        rates = ", ".join(f"{rate:,.0f}" for rate in self.passes_per_s)
+        return f"median of {len(self.passes_per_s)} {what} ({rates}/s)"
 
     def set_latencies(self, latencies_s: Sequence[float], expected: int) -> None:
         p50, p99 = percentile(latencies_s, 0.5), percentile(latencies_s, 0.99)

@@ -65,6 +65,8 @@ class RelayBenchConfig:
     profile: bool = True
     results_dir: Path = Path("bench/results")
     run_deadline_s: float = 180.0
+    # Passes of the relay over the backlog per sink latency, each followed by a raw read.
+    rounds: int = 3
 
     @property
     def live_changes(self) -> int:
@@ -304,17 +306,26 @@ def run_baseline(
     return result
 
 
+def _raw_pass(stage: Stage, config: RelayBenchConfig, run: RelayRun) -> dict[str, Any] | None:
+    """Read the backlog raw once; the pass's figures join `run`'s (None if too little was read)."""
+    backlog = run_baseline(stage, config, "raw", run.sink_latency_ms, live=False)
+    if backlog["events"] < 2 or backlog["wall_window_s"] <= 0:
+        run.note = run.note or f"read only {backlog['events']} events"
+        return None
+    run.events = backlog["events"]
+    run.add_pass(
+        (backlog["events"] - 1) / backlog["wall_window_s"],
+        backlog["cpu_window_s"] / backlog["events"] * 1e6,
+    )
+    run.peak_rss_mib = max(run.peak_rss_mib or 0.0, backlog["peak_rss_mib"])
+    return backlog
+
+
 def measure_raw(stage: Stage, config: RelayBenchConfig, latency_ms: float) -> RelayRun:
     run = RelayRun("raw", latency_ms)
-    backlog = run_baseline(stage, config, "raw", latency_ms, live=False)
-    if backlog["events"] < 2 or backlog["wall_window_s"] <= 0:
-        run.note = f"read only {backlog['events']} events"
+    backlog = _raw_pass(stage, config, run)
+    if backlog is None:
         return run
-    run.measured = True
-    run.events = backlog["events"]
-    run.events_per_s = (backlog["events"] - 1) / backlog["wall_window_s"]
-    run.cpu_us_per_event = backlog["cpu_window_s"] / backlog["events"] * 1e6
-    run.peak_rss_mib = backlog["peak_rss_mib"]
     run.note = "commit → read by pymongo (lower bound)"
     live = run_baseline(stage, config, "raw", latency_ms, live=True)
     run.set_latencies(live["latencies_s"], live["expected"])
@@ -323,23 +334,13 @@ def measure_raw(stage: Stage, config: RelayBenchConfig, latency_ms: float) -> Re
 
 
 def remeasure_raw(stage: Stage, config: RelayBenchConfig, run: RelayRun) -> None:
-    """Read the backlog raw once more, after the forwarders, and keep the mean of both reads.
+    """Read the backlog raw once more, after a pass of the forwarders.
 
-    The machine's load drifts during a run; bracketing the forwarders with two raw reads makes
-    relay/raw compare like with like, and the note shows how far the two reads differ.
+    The machine's load drifts during a run; raw reads before and after every pass of the relay,
+    and the median of each, make relay/raw compare like with like (the note lists every read).
     """
-    if not run.measured or run.events_per_s is None or run.cpu_us_per_event is None:
-        return
-    again = run_baseline(stage, config, "raw", run.sink_latency_ms, live=False)
-    if again["events"] < 2 or again["wall_window_s"] <= 0:
-        return
-    rate = (again["events"] - 1) / again["wall_window_s"]
-    cpu = again["cpu_window_s"] / again["events"] * 1e6
-    first = run.events_per_s
-    run.events_per_s = (first + rate) / 2
-    run.cpu_us_per_event = (run.cpu_us_per_event + cpu) / 2
-    run.peak_rss_mib = max(run.peak_rss_mib or 0.0, again["peak_rss_mib"])
-    run.note += f"; mean of reads before ({first:,.0f}/s) and after ({rate:,.0f}/s) the relays"
+    if run.measured:
+        _raw_pass(stage, config, run)
 
 
 def measure_stages(stage: Stage, config: RelayBenchConfig) -> list[StageRun]:
@@ -459,19 +460,36 @@ def _restore_checkpoint(stage: Stage) -> None:
         dynamodb.put_item(TableName=RELAY_TABLE, Item=item)
 
 
+def _forward_backlog(
+    stage: Stage, config: RelayBenchConfig, relay: ManagedProcess, latency_ms: float
+) -> RelayRun:
+    """Time the started relay over the backlog, from the sink's CPU samples of its process."""
+    one_pass = RelayRun("relay", latency_ms)
+    # The marker change precedes the backlog; a probe may be re-sent (at-least-once).
+    target = config.events + 1
+    stage.sink.arm(latency_ms=latency_ms, watch_pid=_pid(relay), target=target)
+    stage.sink.wait_for_entries(
+        target, deadline_s=config.run_deadline_s, what="relay forwarding the backlog"
+    )
+    _fill_from_sink(one_pass, stage.sink.stats())
+    return one_pass
+
+
+def _add_relay_pass(run: RelayRun, one_pass: RelayRun) -> None:
+    if not one_pass.measured or one_pass.events_per_s is None:
+        raise BenchSetupError(one_pass.note or "the relay's pass was not measured")
+    assert one_pass.cpu_us_per_event is not None
+    run.events = one_pass.events
+    run.add_pass(one_pass.events_per_s, one_pass.cpu_us_per_event)
+
+
 def measure_relay(stage: Stage, config: RelayBenchConfig, latency_ms: float) -> RelayRun:
     """The relay on the backlog, then (still running, caught up) on the paced live writer."""
     run = RelayRun("relay", latency_ms)
     _restore_checkpoint(stage)
     relay = start_relay(stage)
-    # The marker change precedes the backlog; a probe may be re-sent (at-least-once).
-    target = config.events + 1
     try:
-        stage.sink.arm(latency_ms=latency_ms, watch_pid=_pid(relay), target=target)
-        stage.sink.wait_for_entries(
-            target, deadline_s=config.run_deadline_s, what="relay forwarding the backlog"
-        )
-        _fill_from_sink(run, stage.sink.stats())
+        _add_relay_pass(run, _forward_backlog(stage, config, relay, latency_ms))
         # Let the relay finish what it still has in flight (a re-sent probe, say) before timing.
         stage.sink.wait_quiet(quiet_s=0.5, deadline_s=30)
         stage.sink.arm(latency_ms=latency_ms, latency_since=time.time())
@@ -494,6 +512,24 @@ def measure_relay(stage: Stage, config: RelayBenchConfig, latency_ms: float) -> 
     finally:
         relay.stop()
     return run
+
+
+def relay_pass_again(stage: Stage, config: RelayBenchConfig, run: RelayRun) -> None:
+    """Forward the backlog once more from the same checkpoint; the pass joins `run`'s figures."""
+    if not run.measured:
+        return
+    _restore_checkpoint(stage)
+    relay = start_relay(stage)
+    try:
+        _add_relay_pass(run, _forward_backlog(stage, config, relay, run.sink_latency_ms))
+        peak = process_peak_rss_mib(_pid(relay))
+        if peak is not None:
+            run.peak_rss_mib = max(run.peak_rss_mib or 0.0, peak)
+    except (TimeoutError, BenchSetupError) as error:
+        said = (relay.output_tail(3).strip().splitlines() or ["nothing"])[-1]
+        run.note = f"a later pass failed: {error}; the relay's last output: {said}"
+    finally:
+        relay.stop()
 
 
 def profile_relay(stage: Stage, config: RelayBenchConfig, directory: Path) -> Path:
@@ -589,6 +625,14 @@ def run_relay_bench(config: RelayBenchConfig, *, log: Any = print) -> RelayBench
                 runs.append(RelayRun("relay", latency, note=reason))
             log(f"sink {latency:g} ms: raw read again")
             remeasure_raw(stage, config, raw)
+            relay_run = runs[-1]
+            for round_number in range(2, config.rounds + 1):
+                log(f"sink {latency:g} ms: round {round_number}: relay, raw read")
+                relay_pass_again(stage, config, relay_run)
+                remeasure_raw(stage, config, raw)
+            for run, what in ((raw, "reads around the relay's passes"), (relay_run, "passes")):
+                passes = run.passes_note(what)
+                run.note = "; ".join(part for part in (run.note, passes) if part)
         source["mean_event_bytes"] = stage.mean_event_bytes
         stage_runs = []
         if relay_ready:

@@ -21,6 +21,7 @@ def test_quick_relay_bench_measures_every_variant_on_the_same_backlog(tmp_path):
         live_seconds=0.5,
         profile=False,
         results_dir=tmp_path,
+        rounds=2,
     )
 
     # WHEN the relay bench runs
@@ -33,11 +34,16 @@ def test_quick_relay_bench_measures_every_variant_on_the_same_backlog(tmp_path):
     assert runs["raw"].measured
     assert runs["raw"].events == 300
     assert runs["raw"].latency_expected == 50
+    assert len(runs["raw"].passes_per_s) == 3  # before the relay, after each of its 2 passes
+    assert "median of 3 reads" in runs["raw"].note
     assert runs["naive"].measured
     assert runs["naive"].events > 0
     assert (runs["naive"].cpu_us_per_event or 0) > 0
     if relay_available():
         assert runs["relay"].measured or "failed" in runs["relay"].note
+        if runs["relay"].measured:
+            assert len(runs["relay"].passes_per_s) == 2
+            assert "median of 2 passes" in runs["relay"].note
         # and the relay's parts, cut after each stage, read the whole backlog too
         assert [run.stage for run in outcome.stage_runs] == ["read", "encode", "batch", "send"]
         for run in outcome.stage_runs:

@@ -137,3 +137,28 @@ def test_the_stage_table_is_in_the_report_only_when_stages_ran():
     report.stage_runs = [StageRun("read", True, 1000, 9_000.0, 20.0)]
 
     assert "### The relay's pipeline, stage by stage" in render_markdown(report)
+
+
+def test_repeated_passes_report_their_median_and_list_every_pass():
+    run = RelayRun("relay", 0.0)
+    assert run.passes_note("passes") == ""
+
+    run.add_pass(12_000.0, 50.0)
+    assert (run.events_per_s, run.cpu_us_per_event) == (12_000.0, 50.0)
+    assert run.passes_note("passes") == ""  # one pass: nothing to say
+
+    run.add_pass(9_000.0, 70.0)
+    run.add_pass(15_000.0, 55.0)
+
+    assert run.measured
+    assert run.events_per_s == 12_000.0
+    assert run.cpu_us_per_event == 55.0
+    assert run.passes_note("passes") == "median of 3 passes (12,000, 9,000, 15,000/s)"
+
+
+def test_an_even_number_of_passes_takes_the_mean_of_the_middle_two():
+    run = RelayRun("raw", 0.0)
+    for rate, cpu in ((10_000.0, 10.0), (14_000.0, 14.0)):
+        run.add_pass(rate, cpu)
+
+    assert (run.events_per_s, run.cpu_us_per_event) == (12_000.0, 12.0)
