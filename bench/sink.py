@@ -6,15 +6,22 @@ records, per run: entries and requests received, the arrival time of each reques
 arrival latency of every entry (from the `wallTime` inside the entry's Detail), and CPU samples of
 the forwarding process (from /proc, so the forwarder needs no instrumentation).
 
+It shares the machine's cores with the measured process and MongoDB, which EventBridge never does,
+so it spends as little CPU per request as it can: one asyncio thread, a request parser that reads
+only what its clients send, orjson, one write per answer, and the added latency as a timer rather
+than a sleeping thread.
+
 Control endpoints (plain HTTP, JSON): `POST /_bench/arm` (reset counters, set latency, watched
 pid and target), `GET /_bench/stats`. Every other POST must be a PutEvents call.
 """
 
 import argparse
+import asyncio
 import datetime as dt
 import json
 import os
 import re
+import socket
 import sys
 import threading
 import time
@@ -22,9 +29,10 @@ import urllib.request
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
+
+import orjson
 
 from localdev.servers import ManagedProcess, free_port, wait_until
 
@@ -34,6 +42,8 @@ JSON_CONTENT_TYPE = "application/x-amz-json-1.1"
 # target is crossed), so sampling costs the sink little at thousands of requests per second.
 CPU_SAMPLE_INTERVAL_S = 0.05
 _CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+# A request head (request line and headers) longer than this ends the connection.
+MAX_HEAD_BYTES = 65_536
 _WALL_TIME = re.compile(r'"wallTime"\s*:\s*\{\s*"\$date"\s*:\s*("[^"]+"|\{[^}]*\})')
 
 
@@ -74,7 +84,7 @@ class CpuSample:
 
 @dataclass
 class SinkState:
-    """Counters of one run. Mutated under `lock` by the handler threads."""
+    """Counters of one run, kept by the sink's event loop; `lock` keeps each snapshot whole."""
 
     latency_s: float = 0.0
     watch_pid: int | None = None
@@ -142,92 +152,202 @@ class SinkState:
             }
 
 
-class SinkServer(ThreadingHTTPServer):
-    daemon_threads = True
-    # Forwarders keep a pool of connections open; the default backlog of 5 drops bursts.
-    request_queue_size = 128
+@dataclass(frozen=True, slots=True)
+class Request:
+    method: str
+    path: str
+    headers: dict[str, str]  # names lower-cased
+    body: bytes
 
-    def __init__(self, address: tuple[str, int], latency_s: float) -> None:
-        super().__init__(address, SinkHandler)
+
+class BadRequestError(ValueError):
+    """A request the sink cannot read as HTTP/1.1 (the message says why); the connection ends."""
+
+
+def parse_request(buffer: bytearray) -> tuple[Request, int] | None:
+    """The first whole request in `buffer` and its length in bytes; None while it is incomplete.
+
+    Reads exactly what the benchmark's clients send (urllib3, urllib, the relay's own connection):
+    a request line, headers and a Content-Length body. Chunked bodies are refused.
+    """
+    head_end = buffer.find(b"\r\n\r\n")
+    if head_end < 0:
+        if len(buffer) > MAX_HEAD_BYTES:
+            raise BadRequestError(f"request head over {MAX_HEAD_BYTES} bytes")
+        return None
+    lines = bytes(buffer[:head_end]).decode("latin-1").split("\r\n")
+    parts = lines[0].split(" ")
+    if len(parts) != 3 or not parts[2].startswith("HTTP/1."):
+        raise BadRequestError(f"not an HTTP/1.x request line: {lines[0][:80]!r}")
+    headers: dict[str, str] = {}
+    for line in lines[1:]:
+        name, colon, value = line.partition(":")
+        if not colon:
+            raise BadRequestError(f"malformed header line: {line[:80]!r}")
+        headers[name.strip().lower()] = value.strip()
+    if "transfer-encoding" in headers:
+        raise BadRequestError("chunked request bodies are not read by this sink")
+    length_text = headers.get("content-length", "0")
+    if not length_text.isdigit():
+        raise BadRequestError(f"bad Content-Length {length_text[:20]!r}")
+    total = head_end + 4 + int(length_text)
+    if len(buffer) < total:
+        return None
+    body = bytes(buffer[head_end + 4 : total])
+    return Request(parts[0], parts[1], headers, body), total
+
+
+def http_response(status: HTTPStatus, body: Mapping[str, Any], content_type: str) -> bytes:
+    """One HTTP/1.1 response with a JSON body, as a single write."""
+    payload = orjson.dumps(body)
+    head = (
+        f"HTTP/1.1 {status.value} {status.phrase}\r\n"
+        f"Content-Type: {content_type}\r\n"
+        f"Content-Length: {len(payload)}\r\n"
+        "x-amzn-RequestId: 00000000-0000-4000-8000-000000000000\r\n\r\n"
+    )
+    return head.encode("latin-1") + payload
+
+
+class Sink:
+    """What every connection shares: the run's state and the event ids handed out."""
+
+    def __init__(self, latency_s: float) -> None:
         self.state = SinkState(latency_s=latency_s)
-        self.event_ids = 0
-        self.ids_lock = threading.Lock()
+        self._event_ids = 0
 
     def next_event_ids(self, count: int) -> list[str]:
-        with self.ids_lock:
-            start = self.event_ids
-            self.event_ids += count
+        start = self._event_ids
+        self._event_ids += count
         return [f"00000000-0000-4000-8000-{number:012x}" for number in range(start, start + count)]
 
+    def answer(self, request: Request) -> tuple[bytes, float]:
+        """The response to `request`, and how long to hold it back (the run's added latency)."""
+        status, body, content_type = self._handle(request)
+        # Only an accepted PutEvents waits; refusals and the control endpoints answer at once.
+        put_events = not request.path.startswith("/_bench/")
+        delay_s = self.state.latency_s if put_events and status == HTTPStatus.OK else 0.0
+        return http_response(status, body, content_type), delay_s
 
-class SinkHandler(BaseHTTPRequestHandler):
-    # HTTP/1.1 keeps connections alive, as botocore expects of AWS endpoints.
-    protocol_version = "HTTP/1.1"
-    # Headers and body go out in two writes; with Nagle on, the client's delayed ACK would add
-    # about 40 ms to every call.
-    disable_nagle_algorithm = True
-    server: SinkServer
-
-    def log_message(self, format: str, *args: Any) -> None:
-        """Silent: a log line per request would cost more than the request."""
-
-    def _reply(self, status: HTTPStatus, body: Mapping[str, Any], content_type: str) -> None:
-        payload = json.dumps(body).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(payload)))
-        self.send_header("x-amzn-RequestId", "00000000-0000-4000-8000-000000000000")
-        self.end_headers()
-        self.wfile.write(payload)
-
-    def _error(self, status: HTTPStatus, kind: str, message: str) -> None:
-        with self.server.state.lock:
-            self.server.state.rejected += 1
-        self._reply(status, {"__type": kind, "message": message}, JSON_CONTENT_TYPE)
-
-    def _body(self) -> bytes:
-        length = int(self.headers.get("Content-Length") or 0)
-        return self.rfile.read(length)
-
-    def do_GET(self) -> None:
-        if self.path == "/_bench/stats":
-            self._reply(HTTPStatus.OK, self.server.state.snapshot(), "application/json")
-        else:
-            self._reply(HTTPStatus.NOT_FOUND, {"message": "unknown path"}, "application/json")
-
-    def do_POST(self) -> None:
-        body = self._body()
-        if self.path == "/_bench/arm":
-            self._arm(json.loads(body or b"{}"))
-            return
+    def _handle(self, request: Request) -> tuple[HTTPStatus, dict[str, Any], str]:
+        if request.method == "GET":
+            if request.path == "/_bench/stats":
+                return HTTPStatus.OK, self.state.snapshot(), "application/json"
+            return HTTPStatus.NOT_FOUND, {"message": "unknown path"}, "application/json"
+        if request.method != "POST":
+            return self._error(
+                HTTPStatus.METHOD_NOT_ALLOWED, "UnknownOperationException", request.method
+            )
+        if request.path == "/_bench/arm":
+            self._arm(orjson.loads(request.body or b"{}"))
+            return HTTPStatus.OK, {"armed": True}, "application/json"
         arrival = time.time()
-        target = self.headers.get("X-Amz-Target")
+        target = request.headers.get("x-amz-target")
         if target != PUT_EVENTS_TARGET:
-            self._error(
+            return self._error(
                 HTTPStatus.BAD_REQUEST,
                 "UnknownOperationException",
                 f"this sink only answers {PUT_EVENTS_TARGET}, not {target!r}",
             )
-            return
-        details = _details_of(body)
+        details = _details_of(request.body)
         if isinstance(details, str):
-            self._error(HTTPStatus.BAD_REQUEST, "ValidationException", details)
-            return
-        self.server.state.record(arrival, details)
-        if self.server.state.latency_s:
-            time.sleep(self.server.state.latency_s)
-        entries = [{"EventId": event_id} for event_id in self.server.next_event_ids(len(details))]
-        self._reply(HTTPStatus.OK, {"FailedEntryCount": 0, "Entries": entries}, JSON_CONTENT_TYPE)
+            return self._error(HTTPStatus.BAD_REQUEST, "ValidationException", details)
+        self.state.record(arrival, details)
+        entries = [{"EventId": event_id} for event_id in self.next_event_ids(len(details))]
+        return HTTPStatus.OK, {"FailedEntryCount": 0, "Entries": entries}, JSON_CONTENT_TYPE
+
+    def _error(
+        self, status: HTTPStatus, kind: str, message: str
+    ) -> tuple[HTTPStatus, dict[str, Any], str]:
+        with self.state.lock:
+            self.state.rejected += 1
+        return status, {"__type": kind, "message": message}, JSON_CONTENT_TYPE
 
     def _arm(self, settings: Mapping[str, Any]) -> None:
-        fresh = SinkState(
+        self.state = SinkState(
             latency_s=float(settings.get("latency_ms", 0)) / 1000,
             watch_pid=settings.get("watch_pid"),
             target_entries=settings.get("target_entries"),
             latency_since=_optional_float(settings.get("latency_since")),
         )
-        self.server.state = fresh
-        self._reply(HTTPStatus.OK, {"armed": True}, "application/json")
+
+
+class SinkConnection(asyncio.Protocol):
+    """One client connection: requests answered in order, each after the run's added latency."""
+
+    def __init__(self, sink: Sink) -> None:
+        self._sink = sink
+        self._buffer = bytearray()
+        self._transport: asyncio.Transport | None = None
+        self._waiting = False  # an answer is held back by the added latency
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self._transport = transport
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            # The answer is one write, but Nagle would still hold it behind the client's ACK.
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._transport = None
+
+    def data_received(self, data: bytes) -> None:
+        self._buffer += data
+        if not self._waiting:
+            self._serve_buffered()
+
+    def _serve_buffered(self) -> None:
+        while self._transport is not None:
+            try:
+                parsed = parse_request(self._buffer)
+            except BadRequestError as error:
+                refusal = {"message": str(error)}
+                self._transport.write(
+                    http_response(HTTPStatus.BAD_REQUEST, refusal, "application/json")
+                )
+                self._transport.close()
+                return
+            if parsed is None:
+                return
+            request, length = parsed
+            del self._buffer[:length]
+            response, delay_s = self._sink.answer(request)
+            close = request.headers.get("connection", "").lower() == "close"
+            if delay_s:
+                self._waiting = True
+                loop = asyncio.get_running_loop()
+                loop.call_later(delay_s, self._send_later, response, close)
+                return
+            self._send(response, close)
+
+    def _send(self, response: bytes, close: bool) -> None:
+        if self._transport is None:
+            return
+        self._transport.write(response)
+        if close:
+            self._transport.close()
+
+    def _send_later(self, response: bytes, close: bool) -> None:
+        self._waiting = False
+        self._send(response, close)
+        self._serve_buffered()
+
+
+async def serve(port: int, latency_s: float) -> None:
+    """Answer on 127.0.0.1:`port` until the process is stopped."""
+    sink = Sink(latency_s)
+    loop = asyncio.get_running_loop()
+    server = await loop.create_server(
+        lambda: SinkConnection(sink),
+        "127.0.0.1",
+        port,
+        # Forwarders keep a pool of connections open; a small backlog would drop bursts.
+        backlog=128,
+        reuse_address=True,
+    )
+    async with server:
+        await server.serve_forever()
 
 
 def _optional_float(value: Any) -> float | None:
@@ -237,8 +357,8 @@ def _optional_float(value: Any) -> float | None:
 def _details_of(body: bytes) -> list[str] | str:
     """The Detail of every entry of a PutEvents request, or a message saying what is wrong."""
     try:
-        request = json.loads(body)
-    except ValueError as error:
+        request = orjson.loads(body)
+    except orjson.JSONDecodeError as error:
         return f"request body is not JSON: {error}"
     entries = request.get("Entries") if isinstance(request, dict) else None
     if not isinstance(entries, list) or not 1 <= len(entries) <= 10:
@@ -351,11 +471,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--latency-ms", type=float, default=0.0)
     args = parser.parse_args(argv)
-    server = SinkServer(("127.0.0.1", args.port), args.latency_ms / 1000)
-    try:
-        server.serve_forever(poll_interval=0.2)
-    finally:
-        server.server_close()
+    asyncio.run(serve(args.port, args.latency_ms / 1000))
     return 0
 
 
