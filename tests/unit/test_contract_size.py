@@ -38,11 +38,26 @@ def test_request_size_is_the_sum_of_its_entries():
     assert request_size([entry, entry, entry]) == 12
 
 
-def test_encoded_change_reports_its_size():
+@pytest.mark.parametrize("fast", [True, False])
+def test_encoded_change_reports_its_size_in_utf8_bytes(fast):
+    # GIVEN a product whose name is not ASCII: the fast path writes it as UTF-8, so the Detail's
+    # bytes outnumber its characters (json_util escapes it as \u00f1 instead)
+    document = product(LECHE, "Leche de cabra ñ, 1 l", 3)
+
     encoded = encode_change(
-        change("insert", 1, document_id=LECHE, fullDocument=product(LECHE, "Leche", 3))
+        change("insert", 1, document_id=LECHE, fullDocument=document), fast=fast
     )
+
+    assert encoded.entry["Detail"].isascii() is not fast
     assert encoded.size == entry_size(encoded.entry)
+
+
+def test_a_detail_length_given_by_the_caller_is_counted_instead_of_encoding_it_again():
+    entry = {"Source": "s", "DetailType": "d", "Detail": '{"a":"ñ"}'}
+
+    assert entry_size(entry) == 1 + 1 + 10
+    assert entry_size(entry, detail_bytes=10) == 1 + 1 + 10
+    assert entry_size(entry, detail_bytes=99) == 1 + 1 + 99
 
 
 def test_default_limit_is_one_megabyte():

@@ -58,7 +58,9 @@ class PayloadRef:
     key: str
 
 
-@dataclass(frozen=True, slots=True)
+# Not frozen: built once per change on the relay's hot path, where a frozen dataclass's
+# `object.__setattr__` per field costs ~0.7 µs a change; nothing mutates it after it is returned.
+@dataclass(slots=True)
 class EncodedChange:
     """A change ready to send, with what the relay needs to checkpoint and to shrink it."""
 
@@ -125,6 +127,9 @@ def encode_change(
     wall_time = change.get("wallTime")
     if wall_time is not None and not isinstance(wall_time, dt.datetime):
         raise ContractError("`wallTime` is not a date", event_id=event_id)
+    # The detail keeps the date as decoded (naive UTC on the fast path renders the same text, with
+    # no UTC offset to look up); the entry's Time must be aware.
+    detail_wall_time = wall_time
     if wall_time is not None and wall_time.tzinfo is None:
         wall_time = wall_time.replace(tzinfo=dt.UTC)  # BSON dates are UTC
 
@@ -149,8 +154,8 @@ def encode_change(
     detail["clusterTime"] = {"t": cluster_time.time, "i": cluster_time.inc}
     if snapshot_time is not None:
         detail["snapshotTime"] = {"t": snapshot_time.time, "i": snapshot_time.inc}
-    if wall_time is not None:
-        detail["wallTime"] = wall_time
+    if detail_wall_time is not None:
+        detail["wallTime"] = detail_wall_time
     if payload_ref is None:
         for field in _SESSION_FIELDS:
             if field in change:
@@ -163,8 +168,11 @@ def encode_change(
     # Render: a value BSON cannot carry (invalid UTF-8 from a legacy driver, say) is bad input.
     try:
         if fast:
-            detail_json = ejson.render(detail).decode("utf-8")
+            rendered = ejson.render(detail)
+            detail_bytes: int | None = len(rendered)
+            detail_json = rendered.decode("utf-8")
         else:
+            detail_bytes = None
             detail_json = ejson.to_json(detail, fast=False)
     except (BSONError, UnicodeError, TypeError, ValueError, OverflowError) as error:
         raise ContractError(
@@ -185,7 +193,7 @@ def encode_change(
         cluster_time=cluster_time,
         resume_token=change["_id"],
         entry=entry,
-        size=entry_size(entry),
+        size=entry_size(entry, detail_bytes=detail_bytes),
     )
 
 

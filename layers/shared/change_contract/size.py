@@ -11,13 +11,21 @@ from change_contract.constants import DEFAULT_MAX_REQUEST_BYTES, TIME_FIELD_BYTE
 from change_contract.errors import EntryTooLargeError
 
 
-def entry_size(entry: Mapping[str, Any]) -> int:
-    """Size of one PutEvents request entry in bytes."""
+def entry_size(entry: Mapping[str, Any], *, detail_bytes: int | None = None) -> int:
+    """Size of one PutEvents request entry in bytes.
+
+    `detail_bytes`: the Detail's UTF-8 length when the caller already has it (the encoder renders
+    the detail as UTF-8 bytes), so a non-ASCII Detail is not encoded a second time to count it.
+    """
     size = TIME_FIELD_BYTES if entry.get("Time") is not None else 0
     for field in ("Source", "DetailType", "Detail"):
         value = entry.get(field)
-        if value is not None:
-            # `isascii` is O(1) in CPython; most entries skip the UTF-8 copy.
+        if value is None:
+            continue
+        if field == "Detail" and detail_bytes is not None:
+            size += detail_bytes
+        else:
+            # `isascii` is O(1) in CPython; most fields skip the UTF-8 copy.
             size += len(value) if value.isascii() else len(value.encode("utf-8"))
     for resource in entry.get("Resources") or ():
         size += len(resource.encode("utf-8"))
