@@ -47,6 +47,8 @@ class EventBridgeFaultProxy:
         self.plan: FaultPlan = plan or (lambda _n, _entries: None)
         self.put_events_calls = 0
         self.injected = 0
+        # Answers the caller had stopped waiting for (a slow-call fault outlasting its timeout).
+        self.late_answers = 0
         self._lock = threading.Lock()
         proxy = self
 
@@ -147,23 +149,28 @@ class EventBridgeFaultProxy:
         answer = json.dumps({"FailedEntryCount": failed, "Entries": merged}).encode()
         self._reply(handler, 200, answer, _JSON)
 
-    @staticmethod
     def _reply(
-        handler: BaseHTTPRequestHandler, status: int, payload: bytes, headers: list[tuple[str, str]]
+        self,
+        handler: BaseHTTPRequestHandler,
+        status: int,
+        payload: bytes,
+        headers: list[tuple[str, str]],
     ) -> None:
         handler.send_response(status)
         for name, value in headers:
-            if name.lower() not in {
-                "content-length",
-                "transfer-encoding",
-                "connection",
-                "date",
-                "server",
-            }:
+            if name.lower() not in _HOP_HEADERS:
                 handler.send_header(name, value)
         handler.send_header("Content-Length", str(len(payload)))
-        handler.end_headers()
-        handler.wfile.write(payload)
+        try:
+            handler.end_headers()
+            handler.wfile.write(payload)
+        except (BrokenPipeError, ConnectionResetError):
+            # The caller timed out and closed its connection while a delay fault held the answer:
+            # what the fault is for. Counted, and the connection ends, instead of socketserver
+            # printing a traceback for it.
+            with self._lock:
+                self.late_answers += 1
+            handler.close_connection = True
 
 
 @contextlib.contextmanager
