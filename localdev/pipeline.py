@@ -515,6 +515,8 @@ class LocalPipeline:
         self.mongo: MongoClient[dict[str, Any]] | None = None
         self.resources: LocalResources | None = None
         self.dispatcher: Dispatcher | None = None
+        # Modules of the functions loaded in-process, to end their containers on stop.
+        self._function_modules: list[str] = []
         self.collector: ReactionCollector | None = None
         self.relay: ManagedProcess | None = None
         self.publish_tap = SnsPublishTap()
@@ -830,9 +832,11 @@ class LocalPipeline:
             environment = self.function_environment(logical_id)
             app = ROOT / "functions" / folder / "app.py"
             try:
-                handler = load_handler(app, f"local_{folder}_app", environment)
+                module_name = f"local_{folder}_app"
+                handler = load_handler(app, module_name, environment)
             except Exception as error:
                 raise PipelineError(logical_id, f"cold start failed: {error!r}") from error
+            self._function_modules.append(module_name)
             functions.append(
                 LocalFunction(
                     name=logical_id,
@@ -858,6 +862,13 @@ class LocalPipeline:
         if self.dispatcher is not None:
             self.dispatcher.stop()
             self.dispatcher = None
+        # The containers end: a function that opened its own connections (the audit writer's
+        # MongoClient) releases them in its `shutdown`, so no client outlives the pipeline.
+        while self._function_modules:
+            module = sys.modules.pop(self._function_modules.pop(), None)
+            shutdown = getattr(module, "shutdown", None)
+            if callable(shutdown):
+                shutdown()
 
     def _start_collector(self) -> None:
         resources = self.resources

@@ -37,6 +37,18 @@ def store() -> AuditStore:
     return _store
 
 
+def shutdown() -> None:
+    """Release the store's connections when the container ends.
+
+    Called by the local pipeline (`localdev/pipeline.py`) and tests, which load this module into
+    a process that lives on; on Lambda the process simply ends.
+    """
+    global _store
+    if _store is not None:
+        _store.close()
+        _store = None
+
+
 @tracer.capture_method
 def react(change: ChangeEvent) -> dict[str, Any]:
     outcome = audit_change(change, settings=settings.record, store=store())

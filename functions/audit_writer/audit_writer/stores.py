@@ -74,6 +74,10 @@ class AuditStore(Protocol):
         """The document's records, oldest first (by cluster time)."""
         ...
 
+    def close(self) -> None:
+        """Release the connections the store opened itself (the container is ending)."""
+        ...
+
 
 class MongoAuditStore:
     """Audit records in a MongoDB collection, BSON values as they are.
@@ -112,6 +116,10 @@ class MongoAuditStore:
             )
             raise AuditStoreError(f"MongoDB audit insert failed: {error}") from error
         return True
+
+    def close(self) -> None:
+        # Its MongoClient's monitor threads would otherwise keep dialling a server that is gone.
+        self._collection.database.client.close()
 
     def _note_failure(self, error: PyMongoError) -> None:
         refused = isinstance(error, OperationFailure) and error.code == AUTHENTICATION_FAILED
@@ -186,6 +194,9 @@ class DynamoAuditStore:
     def __init__(self, table: str, client: Any) -> None:
         self._table = table
         self._client = client
+
+    def close(self) -> None:
+        """Nothing to release: the DynamoDB client is the runtime's, shared by the container."""
 
     def record(self, record: AuditRecord) -> bool:
         item = to_dynamo_item(record)

@@ -421,3 +421,36 @@ def test_logs_never_hold_document_bodies(
     # (text markers only: numbers could occur in the records' timings)
     for value in ["Leche entera", "Café molido", "nombreProducto", "precio", "ana@example.com"]:
         assert value not in logged
+
+
+def test_shutdown_closes_the_mongodb_store_once(
+    mongo_app: ModuleType, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # GIVEN the container's MongoDB store, its client's close recorded
+    client = mongo_app._store._collection.database.client
+    closed: list[bool] = []
+    monkeypatch.setattr(client, "close", lambda: closed.append(True))
+
+    # WHEN the container ends, twice
+    mongo_app.shutdown()
+    mongo_app.shutdown()
+
+    # THEN the client was closed once and the store let go
+    assert closed == [True]
+    assert mongo_app._store is None
+
+
+def test_after_shutdown_the_next_event_builds_a_new_store(
+    dynamo_app: ModuleType, lambda_context: Any
+) -> None:
+    # GIVEN a container whose DynamoDB store was built, then shut down
+    first = dynamo_app.store()
+    dynamo_app.shutdown()
+
+    # WHEN an event arrives
+    result = dynamo_app.handler(read_event("insert"), lambda_context)
+
+    # THEN a new store recorded it, through the runtime's DynamoDB client, still open
+    assert result["outcome"] == "recorded"
+    assert dynamo_app._store is not first
+    assert len(audit_items()) == 1
