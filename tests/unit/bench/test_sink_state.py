@@ -1,5 +1,6 @@
 """The sink's bookkeeping: entries counted, commit latencies read from each Detail, bad requests
-named. The HTTP side is exercised in tests/integration/bench."""
+named. The HTTP side: without a socket in test_sink_protocol.py, over loopback in
+tests/integration/bench."""
 
 import datetime as dt
 import json
