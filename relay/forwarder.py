@@ -114,7 +114,13 @@ class Forwarder:
         self._stats = stats
         self._options = options
         self._pool = ThreadPoolExecutor(options.max_in_flight, thread_name_prefix="put-events")
-        self._slots = threading.BoundedSemaphore(options.max_in_flight)
+        # Batches handed to the pool: up to `max_in_flight` being sent and as many more waiting
+        # for a sender. A sender that finishes takes a waiting batch without sleeping, and the
+        # reader, once it has filled every place, sleeps until half of them are free again: one
+        # wake-up per `max_in_flight` batches instead of one per batch when the calls are slow.
+        self._handed_limit = 2 * options.max_in_flight
+        self._handed = 0
+        self._place_free = threading.Condition(threading.Lock())
         self._abort = threading.Event()
         self._mark = _Watermark()
         self._idle = threading.Condition(self._mark.lock)
@@ -149,14 +155,17 @@ class Forwarder:
         with self._mark.lock:
             # Pending before it is sent, so the watermark can never pass it, even if never sent.
             self._mark.pending.append(batch)
-        while not self._slots.acquire(timeout=0.5):
-            self.last_activity = time.monotonic()
-            if self._abort.is_set():
-                return
+        with self._place_free:
+            while self._handed >= self._handed_limit:
+                if not self._place_free.wait(timeout=0.5):
+                    self.last_activity = time.monotonic()
+                    if self._abort.is_set():
+                        return
+            self._handed += 1
         try:
             self._pool.submit(self._run, batch)
         except RuntimeError:
-            self._slots.release()
+            self._release_place()
             raise
 
     def add_position(self, position: Position) -> None:
@@ -214,9 +223,15 @@ class Forwarder:
             self.halt_error = HaltError("unexpected error while forwarding; see the log")
             completed = False
         finally:
-            self._slots.release()
+            self._release_place()
         if completed:
             self._complete(batch)
+
+    def _release_place(self) -> None:
+        with self._place_free:
+            self._handed -= 1
+            if self._handed == self._handed_limit // 2:
+                self._place_free.notify()
 
     def _complete(self, batch: _Batch) -> None:
         with self._mark.lock:

@@ -203,6 +203,66 @@ def test_the_watermark_waits_for_an_earlier_batch_still_in_flight():
     forwarder.close()
 
 
+def test_calls_in_flight_are_bounded_and_a_full_reader_waits_until_half_the_places_free():
+    # GIVEN at most 2 calls in flight (so 4 batches handed to the senders), every call held
+    options = ForwarderOptions(retry_base_s=0.001, retry_max_s=0.005, max_in_flight=2)
+    gate = threading.Semaphore(0)
+    lock = threading.Lock()
+    running = peak = 0
+
+    def held(entries):
+        nonlocal running, peak
+        with lock:
+            running += 1
+            peak = max(peak, running)
+        gate.acquire(timeout=10)
+        with lock:
+            running -= 1
+        return accept_all(entries)
+
+    events = FakeEvents([held] * 6)
+    forwarder = Forwarder(events, RecordingDeadLetters(), Stats(), options)
+    items = encode_all(60, Stats())
+    reader_done = threading.Event()
+
+    def read() -> None:
+        for item in items:
+            forwarder.add(item)
+        reader_done.set()
+
+    def wait_for(check, what: str) -> None:
+        deadline = threading.Event()
+        for _ in range(500):
+            if check():
+                return
+            deadline.wait(0.01)
+        raise AssertionError(f"{what} not reached")
+
+    # WHEN a reader adds 6 batches
+    threading.Thread(target=read, daemon=True).start()
+
+    # THEN 2 are sent, 2 wait for a sender, and the 5th waits in the reader
+    wait_for(lambda: len(events.calls) == 2 and forwarder.in_flight == 5, "4 handed, 1 waiting")
+    assert not reader_done.is_set()
+
+    # WHEN one call ends: a waiting batch is sent, but 3 of 4 places are still taken
+    gate.release()
+    wait_for(lambda: len(events.calls) == 3, "the third call")
+
+    # THEN the reader still waits (bounded wait for something that must not happen)
+    assert not reader_done.wait(0.2)
+    assert forwarder.in_flight == 4
+
+    # WHEN a second call ends, half the places are free: the reader goes on and everything drains
+    for _ in range(6):
+        gate.release()
+    assert reader_done.wait(5)
+    assert forwarder.drain(5)
+    forwarder.close()
+    assert peak == 2
+    assert len(events.accepted_details()) == 60
+
+
 def test_a_quiet_position_waits_for_what_was_queued_before_it():
     items = encode_all(3, Stats())
     release = threading.Event()
