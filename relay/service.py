@@ -85,7 +85,7 @@ def events_client(settings: RelaySettings) -> Any:
 
     Known gap: the relay keeps pace with the raw read (0.79-1.07 of its rate with the 0 ms sink),
     but its CPU per change meets the 60 µs target only when the shared benchmark machine is fast
-    (44.5 µs) and misses it when it is slow (66-99 µs; figures, stages and profile in README
+    (44.5-57.5 µs) and misses it when it is slow (62-99 µs; figures, stages and profile in README
     'Latest figures'). Beside SecantusDB and the sink on the same two cores, the read-ahead
     thread costs ~5-8 µs a change (the token read without inflating the change:
     `ChangeDocument`), the detail ~20-27 µs (one C decode and orjson, with Python calls for
