@@ -2,16 +2,15 @@
 what is not PutEvents."""
 
 import os
-import socket
 import time
 from collections.abc import Iterator
-from urllib.parse import urlsplit
 
 import boto3
 import pytest
 from botocore.exceptions import ClientError
 
-from bench.sink import PUT_EVENTS_TARGET, RunningSink, start_sink
+from bench.sink import RunningSink, start_sink
+from tests.integration.raw_http import connect, put_events_request, read_answer
 
 ENTRY = {"Source": "s", "DetailType": "d", "Detail": "{}", "EventBusName": "b"}
 
@@ -78,37 +77,14 @@ def test_a_call_other_than_put_events_is_refused_by_name(sink):
     assert sink.client.stats()["rejected"] == 1
 
 
-def _connect(endpoint: str) -> socket.socket:
-    parts = urlsplit(endpoint)
-    return socket.create_connection((parts.hostname, parts.port), timeout=10)
-
-
-def _read_answer(conn: socket.socket) -> bytes:
-    """One whole answer (the sink always sends Content-Length)."""
-    data = b""
-    while b"\r\n\r\n" not in data:
-        data += conn.recv(65536)
-    head, _, body = data.partition(b"\r\n\r\n")
-    length = int(head.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
-    while len(body) < length:
-        body += conn.recv(65536)
-    return head + b"\r\n\r\n" + body
-
-
-def _put_events_request(*extra_headers: str) -> bytes:
-    body = b'{"Entries": [{"Source": "s", "DetailType": "d", "Detail": "{}"}]}'
-    head = ["POST / HTTP/1.1", "Host: sink", f"X-Amz-Target: {PUT_EVENTS_TARGET}", *extra_headers]
-    return ("\r\n".join([*head, f"Content-Length: {len(body)}"]) + "\r\n\r\n").encode() + body
-
-
 def test_one_connection_carries_several_calls_until_the_client_asks_to_close(sink):
     sink.client.arm(latency_ms=0)
 
-    with _connect(sink.client.endpoint) as conn:
-        conn.sendall(_put_events_request())
-        first = _read_answer(conn)
-        conn.sendall(_put_events_request("Connection: close"))
-        second = _read_answer(conn)
+    with connect(sink.client.endpoint) as conn:
+        conn.sendall(put_events_request())
+        first = read_answer(conn)
+        conn.sendall(put_events_request("Connection: close"))
+        second = read_answer(conn)
         closed = conn.recv(1)
 
     assert first.startswith(b"HTTP/1.1 200")
@@ -118,9 +94,9 @@ def test_one_connection_carries_several_calls_until_the_client_asks_to_close(sin
 
 
 def test_a_request_the_sink_cannot_read_is_answered_400_and_the_connection_ends(sink):
-    with _connect(sink.client.endpoint) as conn:
+    with connect(sink.client.endpoint) as conn:
         conn.sendall(b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n")
-        answer = _read_answer(conn)
+        answer = read_answer(conn)
         closed = conn.recv(1)
 
     assert answer.startswith(b"HTTP/1.1 400")
@@ -137,14 +113,14 @@ def test_the_added_latency_holds_put_events_back_but_not_the_stats(sink):
     started = time.monotonic()
     client.put_events(Entries=[ENTRY])
     held_s = time.monotonic() - started
-    with _connect(sink.client.endpoint) as waiting:
-        waiting.sendall(_put_events_request())
+    with connect(sink.client.endpoint) as waiting:
+        waiting.sendall(put_events_request())
         requests = sink.client.stats()["requests"]
         waiting.setblocking(False)
         with pytest.raises(BlockingIOError):
             waiting.recv(1)
         waiting.setblocking(True)
-        answer = _read_answer(waiting)
+        answer = read_answer(waiting)
 
     # THEN the call took at least the latency; the stats came back (the waiting call already
     # counted) while the other call's answer was still held back
