@@ -123,7 +123,7 @@ class EventBridgeFaultProxy:
                 handler,
                 fault.status,
                 json.dumps(error).encode(),
-                [("Content-Type", "application/x-amz-json-1.1")],
+                _JSON,
             )
             return
         entries = request.get("Entries", [])
