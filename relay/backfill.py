@@ -39,22 +39,25 @@ from change_contract.ejson import CODEC_OPTIONS
 from relay.checkpoint import CheckpointError, CheckpointStore, Position, token_from_bytes
 from relay.encoder import OffloadInterruptedError
 from relay.forwarder import Forwarder, Item
+from relay.lease import LeaseKeeper
 from relay.progress import Progress, ProgressMode, ProgressReporter
 from relay.service import (
     EXIT_CONFIG,
     EXIT_ERROR,
     EXIT_HALTED,
+    EXIT_LEASE_LOST,
     EXIT_OK,
     FATAL_CODES,
     Relay,
     RelayClients,
     change_encoder,
+    lease_for,
     metrics_emitter,
     relay_forwarder,
 )
 from relay.settings import RelaySettings, SettingsError
 from relay.stream import open_stream
-from relay.telemetry import Stats, Ticker, logger
+from relay.telemetry import HealthFile, Stats, Ticker, logger
 
 # Exit code when the recorded stream position aged out of the oplog while the backfill ran.
 EXIT_SNAPSHOT_LOST: Final = 8
@@ -342,6 +345,7 @@ class RateLimiter:
         if rate_per_second is not None and rate_per_second <= 0:
             raise ValueError("rate must be positive")
         self._interval = 0.0 if rate_per_second is None else 1.0 / rate_per_second
+        self.interval_s = self._interval
         self._clock = clock
         self._wait = wait or threading.Event().wait
         self._next: float | None = None
@@ -418,6 +422,19 @@ class Backfill:
         )
         self._relay: Relay | None = None
         self._resumed_sent = 0
+        # Start-up mode is the task's main process: it keeps the health file until the relay
+        # takes over, and with the lease on it backfills only as the leader (see `run`).
+        self._health = HealthFile(settings.health_file)
+        self._health_state = "starting"
+        self._heartbeat = time.monotonic()
+        self._lease: LeaseKeeper | None = None
+        if options.then_run and settings.lease_enabled:
+            self._lease = LeaseKeeper(
+                lease_for(settings, self.clients.dynamodb),
+                stop=self._stop,
+                on_lost=self.stop,
+                on_waiting=self._beat,
+            )
 
     def stop(self) -> None:
         """Stop reading, flush what is in flight, save progress. Safe from any thread."""
@@ -431,16 +448,42 @@ class Backfill:
 
     def run(self) -> BackfillResult:
         """Backfill (or resume, or skip a finished one), hand over, then stream if asked to."""
+        if not self.options.then_run:
+            return self._run_backfill()
+        health = Ticker(
+            "health", min(5.0, self.settings.health_max_age_seconds / 4), self._write_health
+        )
+        self._write_health()
+        health.start()
+        lease = self._lease
         try:
-            result = self._backfill()
-        except SnapshotLostError as error:
-            logger.error("backfill snapshot lost", error=str(error))
-            return BackfillResult(EXIT_SNAPSHOT_LOST, 0, False, None)
-        except (BackfillError, CheckpointError) as error:
-            logger.error("backfill cannot go on", error=str(error))
-            return BackfillResult(EXIT_ERROR, 0, False, None)
-        if result.exit_code != EXIT_OK or not self.options.then_run or self._stop.is_set():
+            result = self._lead_and_backfill()
+            health.stop(final_run=False)
+            if result.exit_code == EXIT_OK and not self._stop.is_set():
+                result = self._stream(result)
+            if lease is not None and lease.lost.is_set():
+                result = BackfillResult(
+                    EXIT_LEASE_LOST, result.sent, result.handed_over, result.snapshot
+                )
             return result
+        finally:
+            health.stop(final_run=False)
+            if lease is not None:
+                lease.release()
+
+    def _lead_and_backfill(self) -> BackfillResult:
+        """Start-up mode's backfill: with the lease on, only once this task holds the lease."""
+        if self._lease is not None:
+            self._health_state = "standby"
+            if not self._lease.acquire(self.settings.relay_id):
+                return BackfillResult(EXIT_OK, 0, False, None)
+        self._health_state = "backfilling"
+        result = self._run_backfill()
+        self._health_state = "starting"  # the relay, which writes its own from its start
+        return result
+
+    def _stream(self, result: BackfillResult) -> BackfillResult:
+        """Start the relay on the same clients, and the lease this task already holds."""
         logger.info("backfill done, starting the relay")
         self._relay = Relay(
             self.settings,
@@ -450,11 +493,43 @@ class Backfill:
             sqs=self.clients.sqs,
             s3=self.clients.s3,
             checkpoint_store=self.clients.checkpoint_store,
+            lease_keeper=self._lease,
         )
         if self._stop.is_set():
             return result
         code = self._relay.run()
         return BackfillResult(code, result.sent, result.handed_over, result.snapshot)
+
+    def _run_backfill(self) -> BackfillResult:
+        try:
+            return self._backfill()
+        except SnapshotLostError as error:
+            logger.error("backfill snapshot lost", error=str(error))
+            return BackfillResult(EXIT_SNAPSHOT_LOST, 0, False, None)
+        except (BackfillError, CheckpointError) as error:
+            logger.error("backfill cannot go on", error=str(error))
+            return BackfillResult(EXIT_ERROR, 0, False, None)
+
+    # Health, in start-up mode.
+
+    def _beat(self) -> None:
+        self._heartbeat = time.monotonic()
+
+    def _write_health(self) -> None:
+        activity = self._heartbeat
+        if self.forwarder is not None:
+            activity = max(activity, self.forwarder.last_activity)
+        # A paced read (`--rate`) waits up to one interval between documents.
+        limit = self.settings.health_max_age_seconds + self._limiter.interval_s
+        stale = time.monotonic() - activity > limit
+        state = self._health_state
+        if stale and state == "backfilling":
+            state = "stalled"
+        try:
+            self._health.write(state, relayId=self.settings.relay_id, **_ints(self.stats.totals()))
+        except OSError as error:
+            # The container health check will report it; the backfill must not stop for it.
+            logger.warning("health file not written", path=str(self._health.path), error=str(error))
 
     def _backfill(self) -> BackfillResult:
         state = None if self.options.restart else self.progress_store.load()
@@ -677,6 +752,7 @@ class Backfill:
         assert forwarder is not None
         if not self._limiter.acquire() or self._stop.is_set():
             return EXIT_OK
+        self._heartbeat = time.monotonic()
         document_id = document["_id"]
         try:
             change = backfill_change(document, {"db": db, "coll": coll}, snapshot_time)
@@ -725,6 +801,8 @@ class Backfill:
         state, forwarder = self._state, self.forwarder
         if state is None or forwarder is None:
             return
+        if self._lease is not None and self._lease.lost.is_set():
+            return  # deposed: the new leader owns the progress now
         mark = forwarder.watermark
         if mark is None or mark is self._saved_mark:
             return
@@ -744,8 +822,9 @@ class Backfill:
     def _hand_over(self, state: BackfillState) -> bool:
         """Set the relay's checkpoint to the recorded position, unless it already stands later.
 
-        The write carries the stored checkpoint's fencing token: the backfill is not a leader and
-        must not be refused by a lease a stopped relay left behind.
+        A backfill run beside the relay is not a leader: its write carries the stored checkpoint's
+        fencing token, so a lease a stopped relay left behind does not refuse it. Start-up mode
+        with the lease on writes with the token of the lease it holds.
         """
         ct = state.snapshot.cluster_time
         where = None if ct is None else [ct.time, ct.inc]
@@ -761,7 +840,11 @@ class Backfill:
             )
             return False
         self._check_position_alive(state.snapshot)
-        fence = existing.fencing_token if existing is not None else 0
+        # The leader's token in start-up mode with the lease; otherwise the stored one.
+        if self._lease is not None:
+            fence = self._lease.fencing_token
+        else:
+            fence = existing.fencing_token if existing is not None else 0
         try:
             written = self.clients.checkpoint_store.save(state.snapshot, fence)
         except CheckpointError as error:

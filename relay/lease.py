@@ -6,13 +6,15 @@ checkpoint write carries the token, so a deposed leader cannot overwrite its suc
 Expiry uses wall clocks: tasks' clocks must agree to well within the lease time (NTP on Fargate).
 """
 
+import threading
 import time
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from relay.telemetry import logger
+from relay.telemetry import Ticker, logger
 
 
 class LeaseError(RuntimeError):
@@ -119,3 +121,77 @@ class Lease:
             "expiresAt": float(item.get("expiresAt", {}).get("N", "0")),
             "fencingToken": int(item.get("fencingToken", {}).get("N", "0")),
         }
+
+
+class LeaseKeeper:
+    """Holds a `Lease` for one process: waits as standby until it is free, renews it on its own
+    thread every third of the lease time, and calls `on_lost` once if it is lost.
+
+    The relay keeps one for its whole run; the backfill's start-up mode takes one before it reads
+    and hands it, still held, to the relay it starts. The one who acquired it releases it.
+    """
+
+    def __init__(
+        self,
+        lease: Lease,
+        *,
+        stop: threading.Event,
+        on_lost: Callable[[], None],
+        on_waiting: Callable[[], None] = lambda: None,
+    ) -> None:
+        self.lease = lease
+        self.lost = threading.Event()
+        self._stop = stop
+        self._on_lost = on_lost
+        self._on_waiting = on_waiting
+        self._renewed_at = 0.0
+        self._renewer: Ticker | None = None
+        self._held = False
+
+    @property
+    def fencing_token(self) -> int:
+        return self.lease.fencing_token
+
+    def acquire(self, relay_id: str) -> bool:
+        """Wait as standby until the lease is ours (True, renewing from now) or `stop` is set."""
+        logger.info("waiting for the lease", relay_id=relay_id)
+        period = self.lease.lease_seconds / 3
+        while not self._stop.is_set():
+            try:
+                if self.lease.try_acquire():
+                    self._held = True
+                    self._renewed_at = time.monotonic()
+                    self._renewer = Ticker("lease", period, self._renew)
+                    self._renewer.start()
+                    return True
+            except LeaseError as error:
+                logger.warning("lease check failed", error=str(error))
+            self._on_waiting()
+            self._stop.wait(period)
+        return False
+
+    def _renew(self) -> None:
+        if self.lost.is_set():
+            return
+        try:
+            if self.lease.renew():
+                self._renewed_at = time.monotonic()
+                return
+            logger.error("lease lost to another relay, stopping", owner=self.lease.owner)
+        except LeaseError as error:
+            held_for = time.monotonic() - self._renewed_at
+            if held_for < self.lease.lease_seconds * 0.8:
+                logger.warning("lease renewal failed, will retry", error=str(error))
+                return
+            logger.error("lease could not be renewed before expiry, stopping", error=str(error))
+        self.lost.set()
+        self._on_lost()
+
+    def release(self) -> None:
+        """Stop renewing and, unless it was lost, give the lease up so a standby takes over."""
+        if self._renewer is not None:
+            self._renewer.stop(final_run=False)
+            self._renewer = None
+        if self._held and not self.lost.is_set():
+            self.lease.release()
+        self._held = False

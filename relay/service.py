@@ -41,7 +41,7 @@ from relay.checkpoint import (
 from relay.deadletter import DeadLetterSink, LoggingDeadLetterSink, SqsDeadLetterSink
 from relay.encoder import ChangeEncoder, OffloadInterruptedError
 from relay.forwarder import Forwarder, ForwarderOptions, Item
-from relay.lease import Lease, LeaseError
+from relay.lease import Lease, LeaseKeeper
 from relay.prefetch import PrefetchedStream
 from relay.putevents import LeanPutEventsClient
 from relay.settings import RelaySettings, SettingsError
@@ -227,6 +227,13 @@ def metrics_emitter(settings: RelaySettings, stats: Stats) -> MetricsEmitter:
     )
 
 
+def lease_for(settings: RelaySettings, dynamodb: Any) -> Lease:
+    """The leader lease of `RELAY_ID`, kept in the checkpoint table."""
+    return Lease(
+        dynamodb, settings.checkpoint_table or "", settings.relay_id, settings.lease_seconds
+    )
+
+
 class Relay:
     """One relay: optional lease, then stream -> encode -> forward -> checkpoint until stopped."""
 
@@ -240,6 +247,7 @@ class Relay:
         sqs: Any = None,
         s3: Any = None,
         checkpoint_store: CheckpointStore | None = None,
+        lease_keeper: LeaseKeeper | None = None,
     ) -> None:
         self.settings = settings
         self.stats = Stats()
@@ -254,18 +262,17 @@ class Relay:
             s3=s3,
             checkpoint_store=checkpoint_store,
         )
-        self._lease = (
-            Lease(
-                self.clients.dynamodb,
-                settings.checkpoint_table or "",
-                settings.relay_id,
-                settings.lease_seconds,
+        # A keeper handed in is already held (the backfill's start-up mode took it, and stops
+        # this relay if it is lost); otherwise the relay takes its own when the lease is on.
+        self._owns_lease = lease_keeper is None
+        self._lease = lease_keeper
+        if lease_keeper is None and settings.lease_enabled:
+            self._lease = LeaseKeeper(
+                lease_for(settings, self.clients.dynamodb),
+                stop=self._stop,
+                on_lost=self.stop,
+                on_waiting=self._beat,
             )
-            if settings.lease_enabled
-            else None
-        )
-        self._lease_lost = threading.Event()
-        self._lease_renewed_at = 0.0
         self._health = HealthFile(settings.health_file)
         self._state = "starting"
         self._heartbeat = time.monotonic()
@@ -300,65 +307,28 @@ class Relay:
         self._write_health()
         metrics.start()
         health.start()
-        renewer: Ticker | None = None
+        lease = self._lease
         code = EXIT_ERROR
         try:
-            if self._lease is not None:
-                if not self._acquire_lease():
+            if lease is not None and self._owns_lease:
+                self._state = "standby"
+                if not lease.acquire(self.settings.relay_id):
                     code = EXIT_OK
                     return code
-                renewer = Ticker("lease", self.settings.lease_seconds / 3, self._renew_lease)
-                renewer.start()
             code = self._run_streaming()
-            if self._lease_lost.is_set():
+            if lease is not None and lease.lost.is_set():
                 code = EXIT_LEASE_LOST
             return code
         finally:
-            if renewer is not None:
-                renewer.stop(final_run=False)
-            if (
-                self._lease is not None
-                and self._lease.fencing_token
-                and not self._lease_lost.is_set()
-            ):
-                self._lease.release()
+            if lease is not None and self._owns_lease:
+                lease.release()
             self._state = "stopped" if code == EXIT_OK else "failed"
             health.stop()
             metrics.stop()
             logger.info("relay stopped", extra={"exit_code": code, **_ints(self.stats.totals())})
 
-    # Lease.
-
-    def _acquire_lease(self) -> bool:
-        assert self._lease is not None
-        self._state = "standby"
-        logger.info("waiting for the lease", relay_id=self.settings.relay_id)
-        while not self._stop.is_set():
-            try:
-                if self._lease.try_acquire():
-                    self._lease_renewed_at = time.monotonic()
-                    return True
-            except LeaseError as error:
-                logger.warning("lease check failed", error=str(error))
-            self._heartbeat = time.monotonic()
-            self._stop.wait(self.settings.lease_seconds / 3)
-        return False
-
-    def _renew_lease(self) -> None:
-        assert self._lease is not None
-        try:
-            if self._lease.renew():
-                self._lease_renewed_at = time.monotonic()
-                return
-            logger.error("lease lost to another relay, stopping", owner=self._lease.owner)
-        except LeaseError as error:
-            held_for = time.monotonic() - self._lease_renewed_at
-            if held_for < self.settings.lease_seconds * 0.8:
-                logger.warning("lease renewal failed, will retry", error=str(error))
-                return
-            logger.error("lease could not be renewed before expiry, stopping", error=str(error))
-        self._lease_lost.set()
-        self.stop()
+    def _beat(self) -> None:
+        self._heartbeat = time.monotonic()
 
     # Streaming.
 
@@ -580,12 +550,13 @@ class Relay:
 
     def _save_checkpoint(self) -> None:
         forwarder = self.forwarder
-        if forwarder is None or self._lease_lost.is_set():
+        lease = self._lease
+        if forwarder is None or (lease is not None and lease.lost.is_set()):
             return
         position = forwarder.watermark
         if position is None or position is self._saved:
             return
-        fence = self._lease.fencing_token if self._lease is not None else 0
+        fence = lease.fencing_token if lease is not None else 0
         try:
             saved = self.clients.checkpoint_store.save(position, fence)
         except CheckpointError as error:

@@ -142,7 +142,9 @@ class HealthFile:
         self.path.unlink(missing_ok=True)
 
 
-HEALTHY_STATES: Final = frozenset({"starting", "standby", "streaming", "reconnecting"})
+HEALTHY_STATES: Final = frozenset(
+    {"starting", "standby", "backfilling", "streaming", "reconnecting"}
+)
 
 
 def check_health(path: str, max_age_s: float, now: float | None = None) -> tuple[bool, str]:

@@ -3,6 +3,8 @@
 import base64
 import json
 import threading
+import time
+from pathlib import Path
 
 import bson
 import pytest
@@ -17,6 +19,7 @@ from relay.backfill import (
     BackfillResult,
     DynamoDBProgressStore,
 )
+from relay.service import EXIT_LEASE_LOST
 from relay.settings import RelaySettings
 from tests.integration.relay.conftest import relay_env
 
@@ -343,3 +346,104 @@ def test_start_up_mode_restarts_fine_long_after_the_snapshot_left_the_oplog(worl
         client.close()
     assert second.result is not None
     assert second.result.exit_code == 0
+
+
+def _health(env: dict[str, str]) -> str | None:
+    try:
+        return str(json.loads(Path(env["HEALTH_FILE"]).read_text())["state"])
+    except (OSError, ValueError, KeyError):
+        return None
+
+
+def test_start_up_mode_with_the_lease_backfills_once_and_the_standby_takes_over(
+    world, fresh_db, mongo
+):
+    # GIVEN a fresh deployment of two tasks in start-up mode with a 3 s lease, each with its
+    # own health file, and a paced backfill that keeps the leader reading for about 2 s
+    fresh_db.productos.insert_many([{"n": n, "cantidad": n} for n in range(100)])
+    base = relay_env(
+        world,
+        mongo.uri,
+        fresh_db.name,
+        LEASE_ENABLED="true",
+        LEASE_SECONDS="3",
+        HEALTH_MAX_AGE_SECONDS="4",
+    )
+    envs = [{**base, "HEALTH_FILE": f"{base['HEALTH_FILE']}.task{task}"} for task in (1, 2)]
+    options = BackfillOptions(then_run=True, progress="off", rate_per_second=50)
+
+    # WHEN both start at once
+    with BackfillThread(envs[0], options) as first, BackfillThread(envs[1], options) as second:
+        tasks = (first, second)
+
+        def leader_and_standby() -> bool:
+            states = sorted(_health(env) or "" for env in envs)
+            return states == ["backfilling", "standby"]
+
+        # THEN one backfills while the other waits as a healthy standby
+        wait_until(leader_and_standby, deadline_s=30, what="one task backfilling, one standby")
+        leader = next(t for t, env in zip(tasks, envs, strict=True) if _health(env) != "standby")
+        standby = second if leader is first else first
+
+        def streaming(task: BackfillThread) -> bool:
+            relay = task.backfill._relay
+            return relay is not None and relay.state == "streaming"
+
+        wait_until(lambda: streaming(leader), deadline_s=60, what="the leader streaming")
+        world.wait_for(lambda: len(world.seen) >= 100, deadline_s=60, what="100 backfill reads")
+        assert standby.backfill._relay is None
+
+        # WHEN the leader stops, the standby takes the lease and streams from the checkpoint
+        leader.backfill.stop()
+        leader.thread.join(timeout=30)
+        wait_until(lambda: streaming(standby), deadline_s=30, what="the standby streaming")
+        fresh_db.productos.insert_one({"n": 100})
+        world.wait_for(lambda: 100 in world.inserted_numbers(), what="the insert after takeover")
+
+    # THEN every document was read once, by the leader alone
+    backfilled = [d["fullDocument"]["n"] for d in world.details() if d.get("origin") == "backfill"]
+    assert sorted(backfilled) == list(range(100))
+    assert all(len(envelopes) == 1 for envelopes in world.seen.values())
+    assert [task.result.exit_code for task in tasks if task.result] == [0, 0]
+
+
+def test_start_up_mode_stops_with_exit_5_when_its_lease_is_taken(world, fresh_db, mongo):
+    # GIVEN a start-up backfill holding a 3 s lease, reading slowly
+    fresh_db.productos.insert_many([{"n": n} for n in range(200)])
+    env = relay_env(world, mongo.uri, fresh_db.name, LEASE_ENABLED="true", LEASE_SECONDS="3")
+    store = DynamoDBProgressStore(world.client("dynamodb"), world.table, env["RELAY_ID"])
+    options = BackfillOptions(
+        then_run=True, progress="off", rate_per_second=40, checkpoint_interval_seconds=0.2
+    )
+    with BackfillThread(env, options) as running:
+
+        def progressed() -> bool:
+            state = store.load()
+            return state is not None and state.sent >= 20
+
+        wait_until(progressed, deadline_s=60, what="20 documents acknowledged")
+
+        # WHEN another task takes the lease (as after a pause longer than the lease)
+        world.client("dynamodb").update_item(
+            TableName=world.table,
+            Key={"relayId": {"S": f"{env['RELAY_ID']}#lease"}},
+            UpdateExpression="SET #owner = :other, expiresAt = :later ADD fencingToken :one",
+            ExpressionAttributeNames={"#owner": "owner"},
+            ExpressionAttributeValues={
+                ":other": {"S": "another-task"},
+                ":later": {"N": str(time.time() + 60)},
+                ":one": {"N": "1"},
+            },
+        )
+
+        # THEN the backfill stops with the lease-lost exit code, unfinished, and leaves the
+        # progress and the relay's checkpoint to the new holder
+        running.thread.join(timeout=30)
+        assert running.result is not None
+        assert running.result.exit_code == EXIT_LEASE_LOST
+    stopped = store.load()
+    assert stopped is not None
+    assert stopped.status == "running"
+    assert stopped.sent < 200
+    assert world.checkpoint(env["RELAY_ID"]) is None
+    assert running.backfill._relay is None

@@ -3,8 +3,12 @@
 import argparse
 import io
 import json
+import time
+from pathlib import Path
+from typing import Any
 
 import boto3
+import mongomock
 import pytest
 from bson import Int64, MaxKey, MinKey, ObjectId, Timestamp
 from bson.raw_bson import RawBSONDocument
@@ -12,7 +16,9 @@ from moto import mock_aws
 
 from change_contract.ejson import CODEC_OPTIONS
 from relay.backfill import (
+    Backfill,
     BackfillError,
+    BackfillOptions,
     BackfillState,
     DynamoDBProgressStore,
     RateLimiter,
@@ -25,7 +31,9 @@ from relay.backfill import (
 )
 from relay.checkpoint import Position, token_bytes
 from relay.progress import Progress, ProgressReporter, format_duration
-from tests.unit.relay.helpers import create_checkpoint_table
+from relay.settings import RelaySettings
+from relay.telemetry import check_health
+from tests.unit.relay.helpers import FakeEvents, create_checkpoint_table
 
 SNAPSHOT = Position(
     RawBSONDocument(token_bytes({"_data": "82abc"}), CODEC_OPTIONS), Timestamp(1_796_300_000, 3)
@@ -261,3 +269,129 @@ def test_status_prints_the_stored_progress_without_documents(capsys):
     assert printed["lastAcknowledged"]["lastId"] == {"$oid": str(oid)}
     assert printed["snapshotTime"] == {"t": 1_796_300_000, "i": 3}
     assert printed["store"] == "dynamodb://checkpoints/relay-1#backfill"
+
+
+class RecordingProgress:
+    def __init__(self) -> None:
+        self.saved: list[int] = []
+
+    def load(self) -> None:
+        return None
+
+    def save(self, saved: BackfillState) -> None:
+        self.saved.append(saved.sent)
+
+    def describe(self) -> str:
+        return "memory"
+
+
+class StubForwarder:
+    """What `_save` and the health writer read of the forwarder."""
+
+    def __init__(self, last_id: int) -> None:
+        self.watermark = read_mark(last_id)
+        self.last_activity = time.monotonic()
+
+
+def read_mark(last_id: int) -> Position:
+    return Position({"db": "clase", "coll": "productos", "lastId": last_id}, SNAPSHOT.cluster_time)
+
+
+@pytest.fixture
+def start_up_backfill(tmp_path):
+    """A start-up mode backfill with the lease on, on in-process stand-ins (no server)."""
+    env = {
+        "MONGODB_URI": "mongodb://127.0.0.1:1/?replicaSet=rs0",
+        "WATCH_DATABASE": "clase",
+        "WATCH_COLLECTIONS": "productos",
+        "EVENT_BUS_NAME": "mongodb-changes",
+        "EVENT_SOURCE": "mongodb.changestream",
+        "CHECKPOINT_TABLE": "relay-checkpoints",
+        "RELAY_ID": "clase-productos",
+        "LEASE_ENABLED": "true",
+        "HEALTH_FILE": str(tmp_path / "health.json"),
+        "HEALTH_MAX_AGE_SECONDS": "10",
+    }
+
+    def build(**options: Any) -> Backfill:
+        return Backfill(
+            RelaySettings.from_env(env),
+            BackfillOptions(then_run=True, progress="off", **options),
+            mongo=mongomock.MongoClient(),
+            events=FakeEvents(),
+            dynamodb=dynamodb,
+            progress_store=RecordingProgress(),
+        )
+
+    with mock_aws():
+        dynamodb = boto3.client("dynamodb", region_name="us-east-1")
+        create_checkpoint_table(dynamodb, "relay-checkpoints")
+        yield build
+
+
+def test_a_deposed_start_up_backfill_leaves_the_progress_to_the_new_leader(start_up_backfill):
+    # GIVEN a start-up backfill that has saved its progress once
+    backfill = start_up_backfill()
+    progress = backfill.progress_store
+    backfill._state = state()
+    backfill.forwarder = StubForwarder(last_id=1)
+    backfill._save()
+    assert progress.saved == [0]
+
+    # WHEN more is acknowledged but the lease was lost meanwhile
+    backfill.forwarder.watermark = read_mark(2)
+    backfill._lease.lost.set()
+    backfill._save()
+
+    # THEN nothing more is written: the new leader's progress is its own
+    assert progress.saved == [0]
+
+
+def health_state(backfill: Backfill) -> str:
+    return json.loads(Path(backfill.settings.health_file).read_text())["state"]
+
+
+def test_start_up_health_says_backfilling_then_stalled_when_nothing_moves(start_up_backfill):
+    # GIVEN a start-up backfill reading, its forwarder answered just now
+    backfill = start_up_backfill()
+    backfill._health_state = "backfilling"
+    backfill.forwarder = StubForwarder(last_id=1)
+    backfill._write_health()
+    assert health_state(backfill) == "backfilling"
+    assert check_health(backfill.settings.health_file, max_age_s=10)[0]
+
+    # WHEN neither a read nor an answer happened for longer than HEALTH_MAX_AGE_SECONDS
+    backfill.forwarder.last_activity = backfill._heartbeat = time.monotonic() - 11
+
+    # THEN it reports stalled, which the container health check fails
+    backfill._write_health()
+    assert health_state(backfill) == "stalled"
+    assert not check_health(backfill.settings.health_file, max_age_s=10)[0]
+
+
+def test_a_paced_start_up_backfill_may_wait_one_interval_before_it_is_stalled(start_up_backfill):
+    # GIVEN one document every 20 s (--rate 0.05) and a 10 s health age
+    backfill = start_up_backfill(rate_per_second=0.05)
+    backfill._health_state = "backfilling"
+    backfill.forwarder = StubForwarder(last_id=1)
+
+    # WHEN the last read was 25 s ago, it is still waiting its turn
+    backfill.forwarder.last_activity = backfill._heartbeat = time.monotonic() - 25
+    backfill._write_health()
+    assert health_state(backfill) == "backfilling"
+
+    # WHEN it was 31 s ago, it is stalled
+    backfill.forwarder.last_activity = backfill._heartbeat = time.monotonic() - 31
+    backfill._write_health()
+    assert health_state(backfill) == "stalled"
+
+
+def test_a_standby_start_up_task_is_healthy(start_up_backfill):
+    backfill = start_up_backfill()
+    backfill._health_state = "standby"
+    backfill._heartbeat = time.monotonic() - 100  # waiting for the lease is not a stall
+
+    backfill._write_health()
+
+    assert health_state(backfill) == "standby"
+    assert check_health(backfill.settings.health_file, max_age_s=10)[0]
