@@ -46,8 +46,8 @@ class ScriptedLease:
         self.releases += 1
 
 
-def keeper_for(lease, stop=None, **callbacks) -> LeaseKeeper:
-    return LeaseKeeper(lease, stop=stop or threading.Event(), on_lost=lambda: None, **callbacks)
+def keeper_for(lease, stop=None, on_lost=lambda: None, **callbacks) -> LeaseKeeper:
+    return LeaseKeeper(lease, stop=stop or threading.Event(), on_lost=on_lost, **callbacks)
 
 
 def test_a_standby_waits_until_the_leader_releases_then_holds_the_lease(dynamodb):
@@ -141,7 +141,7 @@ def test_a_failed_renewal_is_retried_while_the_lease_still_runs():
     # GIVEN a 30 s lease renewed just now, then the table unreachable
     lease = ScriptedLease(LeaseError("unreachable"), LeaseError("unreachable"))
     losses: list[int] = []
-    keeper = LeaseKeeper(lease, stop=threading.Event(), on_lost=lambda: losses.append(1))
+    keeper = keeper_for(lease, on_lost=lambda: losses.append(1))
     keeper._renewed_at = time.monotonic()
 
     # WHEN a renewal fails early in the lease, it is retried later
