@@ -9,6 +9,7 @@ from bson.binary import Binary
 from bson.code import Code
 from bson.datetime_ms import DatetimeMS
 from bson.raw_bson import RawBSONDocument
+from bson.tz_util import utc as BSON_UTC
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -19,6 +20,7 @@ from change_contract.ejson import (
     ChangeDocument,
     _decimal_text,
     fast_path_available,
+    render,
 )
 from localdev.samples import lambda_event
 
@@ -202,6 +204,21 @@ def test_dates_are_spelled_as_json_util_spells_them_on_the_fast_path():
     assert rendered["whole"] == {"$date": "2026-12-03T11:33:20Z"}
     assert rendered["before_epoch"] == {"$date": {"$numberLong": "-14182940000"}}
     assert rendered["far"] == {"$date": {"$numberLong": str(2**60)}}
+
+
+def test_aware_utc_dates_rendered_directly_are_spelled_like_decoded_ones():
+    # GIVEN the same instants as aware UTC dates, in either UTC zone, and as naive ones
+    ms = dt.datetime(2026, 12, 3, 11, 33, 20, 123000)
+    whole = dt.datetime(2026, 12, 3, 11, 33, 20)
+    for zone in (dt.UTC, BSON_UTC, None):
+        # WHEN rendered without a BSON decode first
+        text = render({"ms": ms.replace(tzinfo=zone), "whole": whole.replace(tzinfo=zone)})
+
+        # THEN each is json_util's spelling
+        assert json.loads(text) == {
+            "ms": {"$date": "2026-12-03T11:33:20.123Z"},
+            "whole": {"$date": "2026-12-03T11:33:20Z"},
+        }, zone
 
 
 @settings(max_examples=500, deadline=None)

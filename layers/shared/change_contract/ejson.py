@@ -163,11 +163,13 @@ def render(document: Mapping[str, Any]) -> bytes:
 
 
 def _datetime(value: dt.datetime) -> Any:
-    # json_util's own spelling (milliseconds only when non-zero, `Z`), without its strftime calls.
+    # json_util's own spelling (milliseconds only when non-zero, `Z`), without its strftime calls;
+    # a BSON date has no digits below the millisecond.
     if value.tzinfo in _UTC_ZONES and value.year >= 1970:
-        text = value.isoformat()
-        millis = value.microsecond // 1000
-        return {"$date": f"{text[:19]}.{millis:03d}Z" if millis else f"{text[:19]}Z"}
+        text = value.isoformat(timespec="milliseconds" if value.microsecond >= 1000 else "seconds")
+        if value.tzinfo is not None:
+            text = text[:-6]  # "+00:00"
+        return {"$date": text + "Z"}
     return json_util.default(value, RELAXED_OPTIONS)
 
 
@@ -214,7 +216,13 @@ _RENDERERS: Final[dict[type, Callable[[Any], Any]]] = {
 
 def _default(value: Any) -> Any:
     """orjson's callback for what it does not render itself."""
-    renderer = _RENDERERS.get(type(value))
+    kind = type(value)
+    # The two most frequent in product changes first, without the table's lookup.
+    if kind is dt.datetime:
+        return _datetime(value)
+    if kind is ObjectId:
+        return {"$oid": str(value)}
+    renderer = _RENDERERS.get(kind)
     if renderer is not None:
         return renderer(value)
     if isinstance(value, RawBSONDocument):

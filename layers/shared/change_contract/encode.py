@@ -38,6 +38,8 @@ _COPIED_FIELDS = (
     "fullDocumentBeforeChange",
 )
 _SESSION_FIELDS = ("txnNumber", "lsid")
+_ALL_CONTENT: frozenset[str] = frozenset(CONTENT_FIELDS)
+_NOTHING: frozenset[str] = frozenset()
 
 
 class PutEventsEntry(TypedDict):
@@ -78,7 +80,8 @@ def event_id_of(token: Any) -> str:
     A token with no string `_data` (never seen on mongod, possible on other servers) gets a
     SHA-256 of its Extended JSON, stable across re-sends just the same.
     """
-    if not isinstance(token, Mapping):
+    # A decoded token is a dict: skip the abstract-class check, the costlier one, for it.
+    if type(token) is not dict and not isinstance(token, Mapping):
         raise ContractError("missing `_id` (the resume token)")
     data = token.get("_data")
     if isinstance(data, str) and data:
@@ -134,7 +137,7 @@ def encode_change(
         wall_time = wall_time.replace(tzinfo=dt.UTC)  # BSON dates are UTC
 
     # The detail, in a fixed key order.
-    dropped = set(CONTENT_FIELDS) if payload_ref else set(omit)
+    dropped = _ALL_CONTENT if payload_ref else (frozenset(omit) if omit else _NOTHING)
     snapshot_time = _backfill_snapshot(change, operation_type, event_id)
     detail: dict[str, Any] = {
         "schemaVersion": SCHEMA_VERSION,
