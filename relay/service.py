@@ -84,16 +84,18 @@ def events_client(settings: RelaySettings) -> Any:
     boto3 client also resolves endpoint, region and credentials for the lean client.
 
     Known gap: the relay keeps pace with the raw read (0.79-1.07 of its rate with the 0 ms sink),
-    but its CPU per change meets the 60 µs target only when the shared benchmark machine is fast
-    (44.5-57.5 µs) and misses it when it is slow (62-99 µs; figures, stages and profile in README
-    'Latest figures'). Beside SecantusDB and the sink on the same two cores, the read-ahead
-    thread costs ~5-8 µs a change (the token read without inflating the change:
+    and with that sink its CPU per change meets the 60 µs target on the shared benchmark machine's
+    usual speed (50-57.5 µs) but not on its slow stretches (62-99 µs); with a 25 ms sink, where
+    each answer wakes its sender thread after 25 ms asleep, it misses (65-77 µs; figures, stages
+    and profile in README 'Latest figures'). Beside SecantusDB and the sink on the same two cores,
+    the read-ahead thread costs ~5-8 µs a change (the token read without inflating the change:
     `ChangeDocument`), the detail ~20-27 µs (one C decode and orjson, with Python calls for
     ObjectId, dates and Decimal128), and sending ~17-26 µs (a tenth of a request's signing,
     syscalls and answer, and the sender threads' turns at the interpreter). Decoding whole batches
     to dicts in pymongo would skip the encoder's decode, but one change with invalid UTF-8 would
     then fail its whole batch, so changes stay raw. What would lift the largest share is rendering
-    BSON straight to the detail JSON without Python objects (a C extension).
+    BSON straight to the detail JSON without Python objects (a C extension); at 25 ms, fewer
+    wake-ups per call (an event loop for the senders).
     """
     client = aws_client(
         "events",
