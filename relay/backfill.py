@@ -64,6 +64,9 @@ EXIT_SNAPSHOT_LOST: Final = 8
 HISTORY_LOST_CODE: Final = 286
 # Databases that hold the server's own data, never backfilled in a whole-deployment scope.
 _SYSTEM_DATABASES: Final = frozenset({"admin", "local", "config"})
+# Counting is only for the ETA: a filter over a large collection without an index for it can take
+# minutes to count, which would hold the reads back (and, in start-up mode, the health heartbeat).
+COUNT_MAX_TIME_MS: Final = 5_000
 # The progress item's key beside the relay's checkpoint; '#' cannot appear in a RELAY_ID.
 PROGRESS_SUFFIX: Final = "#backfill"
 
@@ -684,7 +687,9 @@ class Backfill:
             for db, coll in state.namespaces:
                 collection = self.clients.mongo[db][coll]
                 if self.options.query:
-                    total += collection.count_documents(dict(self.options.query))
+                    total += collection.count_documents(
+                        dict(self.options.query), maxTimeMS=COUNT_MAX_TIME_MS
+                    )
                 else:
                     total += collection.estimated_document_count()
         except PyMongoError as error:

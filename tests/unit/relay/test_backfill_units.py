@@ -13,9 +13,11 @@ import pytest
 from bson import Int64, MaxKey, MinKey, ObjectId, Timestamp
 from bson.raw_bson import RawBSONDocument
 from moto import mock_aws
+from pymongo.errors import ExecutionTimeout
 
 from change_contract.ejson import CODEC_OPTIONS
 from relay.backfill import (
+    COUNT_MAX_TIME_MS,
     Backfill,
     BackfillError,
     BackfillOptions,
@@ -395,3 +397,24 @@ def test_a_standby_start_up_task_is_healthy(start_up_backfill):
 
     assert health_state(backfill) == "standby"
     assert check_health(backfill.settings.health_file, max_age_s=10)[0]
+
+
+def test_the_filtered_count_for_the_eta_is_bounded_and_its_timeout_only_drops_the_eta(
+    start_up_backfill, monkeypatch
+):
+    # GIVEN a filtered backfill over a collection whose count the server cuts off
+    asked: list[dict[str, Any]] = []
+
+    def count_documents(self, filter, **options):
+        asked.append(options)
+        raise ExecutionTimeout("operation exceeded time limit", 50)
+
+    monkeypatch.setattr(mongomock.Collection, "count_documents", count_documents)
+    backfill = start_up_backfill(query={"categoria": "panadería"})
+
+    # WHEN the total is counted for the progress
+    total = backfill._count_total(state())
+
+    # THEN the count was bounded, and its timeout leaves only the ETA out
+    assert asked == [{"maxTimeMS": COUNT_MAX_TIME_MS}]
+    assert total is None
