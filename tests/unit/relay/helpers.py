@@ -11,6 +11,17 @@ from bson import ObjectId, Timestamp
 
 from change_contract.ejson import STREAM_OPTIONS, ChangeDocument
 
+# The variables every relay setting needs, for a local replica set and the `clase.productos` scope.
+RELAY_ENV = {
+    "MONGODB_URI": "mongodb://127.0.0.1:27017/?replicaSet=rs0",
+    "WATCH_DATABASE": "clase",
+    "WATCH_COLLECTIONS": "productos",
+    "EVENT_BUS_NAME": "mongodb-changes",
+    "EVENT_SOURCE": "mongodb.changestream",
+    "CHECKPOINT_TABLE": "relay-checkpoints",
+    "RELAY_ID": "clase-productos",
+}
+
 
 def raw_change(seq: int, *, operation: str = "insert", **fields: Any) -> ChangeDocument:
     """A change event as the relay reads it: a `ChangeDocument`, mongod's key order."""

@@ -35,7 +35,7 @@ from relay.checkpoint import Position, token_bytes
 from relay.progress import Progress, ProgressReporter, format_duration
 from relay.settings import RelaySettings
 from relay.telemetry import check_health
-from tests.unit.relay.helpers import FakeEvents, create_checkpoint_table
+from tests.unit.relay.helpers import RELAY_ENV, FakeEvents, create_checkpoint_table
 
 SNAPSHOT = Position(
     RawBSONDocument(token_bytes({"_data": "82abc"}), CODEC_OPTIONS), Timestamp(1_796_300_000, 3)
@@ -303,13 +303,7 @@ def read_mark(last_id: int) -> Position:
 def start_up_backfill(tmp_path):
     """A start-up mode backfill with the lease on, on in-process stand-ins (no server)."""
     env = {
-        "MONGODB_URI": "mongodb://127.0.0.1:1/?replicaSet=rs0",
-        "WATCH_DATABASE": "clase",
-        "WATCH_COLLECTIONS": "productos",
-        "EVENT_BUS_NAME": "mongodb-changes",
-        "EVENT_SOURCE": "mongodb.changestream",
-        "CHECKPOINT_TABLE": "relay-checkpoints",
-        "RELAY_ID": "clase-productos",
+        **RELAY_ENV,
         "LEASE_ENABLED": "true",
         "HEALTH_FILE": str(tmp_path / "health.json"),
         "HEALTH_MAX_AGE_SECONDS": "10",

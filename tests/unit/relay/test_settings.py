@@ -8,16 +8,9 @@ import pytest
 from reaction_runtime.env import ConfigError
 from relay.settings import RelaySettings, SettingsError
 from relay.stream import pipeline_for, watch_options
+from tests.unit.relay.helpers import RELAY_ENV
 
-BASE = {
-    "MONGODB_URI": "mongodb://127.0.0.1:27017/?replicaSet=rs0",
-    "WATCH_DATABASE": "clase",
-    "WATCH_COLLECTIONS": "productos",
-    "EVENT_BUS_NAME": "mongodb-changes",
-    "EVENT_SOURCE": "mongodb.changestream",
-    "CHECKPOINT_TABLE": "relay-checkpoints",
-    "RELAY_ID": "clase-productos",
-}
+BASE = RELAY_ENV
 
 
 def settings(**changes: str | None) -> RelaySettings:
