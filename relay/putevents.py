@@ -5,12 +5,15 @@ general-purpose signer; the relay makes one call per 10 changes, so that cost do
 per-event budget. This client takes what botocore resolves once (endpoint, region) from a boto3
 client and refreshable credentials from the session, then per call only serialises JSON (orjson),
 signs with `SigV4Signer` (the same signature as botocore's `SigV4Auth`, tested against it, with the
-day's signing key kept), and sends on a persistent connection per thread (`PostConnection`).
+day's signing key kept), and sends on a persistent connection: one per thread for `put_events`
+(`PostConnection`), or a pool of them on the caller's asyncio loop for `put_events_async`
+(`AsyncPostConnection`), which is how the forwarder keeps its calls in flight on one thread.
 Errors are raised as botocore's own exception types (`ClientError` with the AWS error code,
 `ReadTimeoutError`, `EndpointConnectionError`), so the forwarder's retry and dead-letter logic is
 the same for both clients. Never logs request bodies.
 """
 
+import asyncio
 import datetime as dt
 import hashlib
 import hmac
@@ -18,6 +21,7 @@ import json
 import ssl
 import threading
 import time
+import weakref
 from collections.abc import Mapping, Sequence
 from typing import Any
 from urllib.parse import quote, urlsplit
@@ -25,7 +29,7 @@ from urllib.parse import quote, urlsplit
 import orjson
 from botocore.exceptions import ClientError, EndpointConnectionError, ReadTimeoutError
 
-from relay.http_connection import PostConnection
+from relay.http_connection import AsyncPostConnection, PostConnection, Response
 
 SERVICE = "events"
 TARGET = "AWSEvents.PutEvents"
@@ -116,7 +120,8 @@ def _hmac(key: bytes, message: str) -> bytes:
 
 
 class LeanPutEventsClient:
-    """`put_events(Entries=...)` over one persistent HTTP(S) connection per calling thread."""
+    """`put_events(Entries=...)` over one persistent HTTP(S) connection per calling thread, and
+    `put_events_async` over a pool of connections per asyncio loop."""
 
     def __init__(self, boto_client: Any, *, credentials: Any, timeout_s: float) -> None:
         """`credentials`: botocore credentials, refreshable ones for an ECS task role."""
@@ -135,6 +140,9 @@ class LeanPutEventsClient:
         self._credentials = credentials
         self._ssl = ssl.create_default_context() if self._https else None
         self._local = threading.local()
+        # Idle connections of each event loop; a loop's connections die with it.
+        self._idle: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, list[AsyncPostConnection]]
+        self._idle = weakref.WeakKeyDictionary()
         self._signer = SigV4Signer(
             service=SERVICE, region=self._region, host=self._host, path=self._path
         )
@@ -162,11 +170,42 @@ class LeanPutEventsClient:
             raise ReadTimeoutError(endpoint_url=self.endpoint_url, error=error) from error
         except OSError as error:  # refused, reset, TLS failures, ProtocolError
             raise EndpointConnectionError(endpoint_url=self.endpoint_url, error=error) from error
-        if response.status == 200:
-            parsed: dict[str, Any] = orjson.loads(response.body)
-            return parsed
-        error_type = response.headers.get("x-amzn-errortype")
-        raise _client_error(response.status, response.body, error_type)
+        return _answer(response)
+
+    async def put_events_async(self, Entries: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+        """`put_events` on the running loop: an idle connection of the loop's, or a new one."""
+        body = request_body(Entries)
+        headers = self.signed_headers(body)
+        idle = self._idle.setdefault(asyncio.get_running_loop(), [])
+        connection = idle.pop() if idle else self._async_connection()
+        try:
+            response = await connection.post(self._path, headers, body)
+        except TimeoutError as error:
+            raise ReadTimeoutError(endpoint_url=self.endpoint_url, error=error) from error
+        except OSError as error:  # refused, reset, TLS failures, ProtocolError
+            raise EndpointConnectionError(endpoint_url=self.endpoint_url, error=error) from error
+        if connection.open:
+            idle.append(connection)
+        return _answer(response)
+
+    def _async_connection(self) -> AsyncPostConnection:
+        return AsyncPostConnection(
+            self._hostname, self._port, timeout_s=self._timeout_s, tls=self._ssl
+        )
+
+    async def aclose(self) -> None:
+        """Close the running loop's idle connections (before the loop itself is closed)."""
+        for connection in self._idle.pop(asyncio.get_running_loop(), []):
+            connection.close()
+        await asyncio.sleep(0)  # the transports finish closing on the loop's next turn
+
+
+def _answer(response: Response) -> dict[str, Any]:
+    if response.status == 200:
+        parsed: dict[str, Any] = orjson.loads(response.body)
+        return parsed
+    error_type = response.headers.get("x-amzn-errortype")
+    raise _client_error(response.status, response.body, error_type)
 
 
 def _client_error(status: int, payload: bytes, error_type: str | None) -> ClientError:
