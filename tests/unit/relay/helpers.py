@@ -1,5 +1,6 @@
 """Builders shared by the relay's unit tests: changes as pymongo returns them, and fakes."""
 
+import asyncio
 import datetime as dt
 import threading
 from collections.abc import Callable
@@ -75,6 +76,24 @@ class FakeEvents:
 
     def accepted_details(self) -> list[str]:
         return [entry["Detail"] for call in self.calls for entry in call]
+
+
+class AsyncFakeEvents(FakeEvents):
+    """`FakeEvents` with the lean client's `put_events_async`, which the forwarder prefers.
+
+    Each answer is computed on a worker thread, so a scripted answer may block (held by a test)
+    while the forwarder's loop goes on with the other calls, as it does with network waits.
+    """
+
+    def __init__(self, script: list[Responder | Exception] | None = None) -> None:
+        super().__init__(script)
+        self.closed = False
+
+    async def put_events_async(self, Entries: list[dict[str, Any]]) -> dict[str, Any]:
+        return await asyncio.to_thread(self.put_events, Entries)
+
+    async def aclose(self) -> None:
+        self.closed = True
 
 
 class RecordingDeadLetters:

@@ -11,6 +11,7 @@ from relay.encoder import ChangeEncoder
 from relay.forwarder import Forwarder, ForwarderOptions, Item, full_jitter_delay
 from relay.telemetry import Stats
 from tests.unit.relay.helpers import (
+    AsyncFakeEvents,
     FakeEvents,
     RecordingDeadLetters,
     accept_all,
@@ -19,6 +20,13 @@ from tests.unit.relay.helpers import (
 )
 
 FAST = ForwarderOptions(retry_base_s=0.001, retry_max_s=0.005, max_in_flight=4)
+
+
+@pytest.fixture(params=[FakeEvents, AsyncFakeEvents], ids=["blocking client", "asyncio client"])
+def events_type(request) -> type[FakeEvents]:
+    """Every test runs with a botocore-like client (sent from worker threads) and a client with
+    `put_events_async` (sent on the forwarder's loop), the lean client's way."""
+    return request.param
 
 
 def encode_all(count: int, stats: Stats, **encoder_options: Any) -> list[Item]:
@@ -38,9 +46,9 @@ def forward(items: list[Item], events: FakeEvents, options: ForwarderOptions = F
     return forwarder, stats, drained
 
 
-def test_entries_go_in_batches_of_ten_and_the_watermark_reaches_the_last():
+def test_entries_go_in_batches_of_ten_and_the_watermark_reaches_the_last(events_type):
     items = encode_all(25, Stats())
-    events = FakeEvents()
+    events = events_type()
 
     forwarder, stats, drained = forward(items, events)
 
@@ -52,11 +60,11 @@ def test_entries_go_in_batches_of_ten_and_the_watermark_reaches_the_last():
     assert stats.total("PutEventsRequests") == 3
 
 
-def test_a_batch_never_exceeds_the_request_byte_limit():
+def test_a_batch_never_exceeds_the_request_byte_limit(events_type):
     items = encode_all(10, Stats())
     limit = items[0].size * 3 + 1  # room for three entries
 
-    events = FakeEvents()
+    events = events_type()
     forward(items, events, ForwarderOptions(max_request_bytes=limit, retry_base_s=0.001))
 
     assert [len(call) for call in sorted(events.calls, key=len, reverse=True)][:1] == [3]
@@ -64,7 +72,7 @@ def test_a_batch_never_exceeds_the_request_byte_limit():
     assert all(sum(item.size for item in items[: len(call)]) <= limit for call in events.calls)
 
 
-def test_only_failed_entries_are_retried_until_they_pass():
+def test_only_failed_entries_are_retried_until_they_pass(events_type):
     # GIVEN EventBridge throttles entries 2 and 5, then fails entry 2 once more internally
     items = encode_all(8, Stats())
 
@@ -82,7 +90,7 @@ def test_only_failed_entries_are_retried_until_they_pass():
 
         return respond
 
-    events = FakeEvents([partial({2, 5}, "ThrottlingException"), partial({0}, "InternalFailure")])
+    events = events_type([partial({2, 5}, "ThrottlingException"), partial({0}, "InternalFailure")])
 
     # WHEN the batch is forwarded
     forwarder, stats, drained = forward(items, events)
@@ -108,9 +116,9 @@ def test_only_failed_entries_are_retried_until_they_pass():
     ],
     ids=["throttled", "500", "503", "timeout"],
 )
-def test_whole_request_failures_are_retried(failure):
+def test_whole_request_failures_are_retried(failure, events_type):
     items = encode_all(3, Stats())
-    events = FakeEvents([failure, failure])
+    events = events_type([failure, failure])
 
     _forwarder, stats, drained = forward(items, events)
 
@@ -120,7 +128,7 @@ def test_whole_request_failures_are_retried(failure):
     assert stats.total("EventsForwarded") == 3
 
 
-def test_entries_rejected_for_good_are_dead_lettered_and_the_stream_goes_on():
+def test_entries_rejected_for_good_are_dead_lettered_and_the_stream_goes_on(events_type):
     items = encode_all(4, Stats())
 
     def reject_second(entries):
@@ -129,7 +137,7 @@ def test_entries_rejected_for_good_are_dead_lettered_and_the_stream_goes_on():
         return {"FailedEntryCount": 1, "Entries": results}
 
     dead = RecordingDeadLetters()
-    forwarder, stats, drained = forward(items, FakeEvents([reject_second]), dead=dead)
+    forwarder, stats, drained = forward(items, events_type([reject_second]), dead=dead)
 
     assert drained
     assert [letter.event_id for letter in dead.letters] == [items[1].event_id]
@@ -140,16 +148,16 @@ def test_entries_rejected_for_good_are_dead_lettered_and_the_stream_goes_on():
     assert forwarder.watermark.token == items[-1].token
 
 
-def test_a_request_refused_for_good_dead_letters_its_entries():
+def test_a_request_refused_for_good_dead_letters_its_entries(events_type):
     items = encode_all(2, Stats())
     dead = RecordingDeadLetters()
 
-    forward(items, FakeEvents([client_error("AccessDeniedException")]), dead=dead)
+    forward(items, events_type([client_error("AccessDeniedException")]), dead=dead)
 
     assert [letter.error_code for letter in dead.letters] == ["AccessDeniedException"] * 2
 
 
-def test_halt_policy_stops_and_keeps_the_watermark_before_the_rejected_change():
+def test_halt_policy_stops_and_keeps_the_watermark_before_the_rejected_change(events_type):
     items = encode_all(25, Stats())
 
     def reject_in_second_batch(entries):
@@ -158,7 +166,7 @@ def test_halt_policy_stops_and_keeps_the_watermark_before_the_rejected_change():
             results[3] = {"ErrorCode": "InvalidArgument", "ErrorMessage": "no"}
         return {"FailedEntryCount": 0 if entries[0] != items[10].entry else 1, "Entries": results}
 
-    events = FakeEvents([reject_in_second_batch] * 3)
+    events = events_type([reject_in_second_batch] * 3)
     options = ForwarderOptions(halt_on_permanent_failure=True, max_in_flight=1)
 
     forwarder, _stats, drained = forward(items, events, options)
@@ -169,7 +177,7 @@ def test_halt_policy_stops_and_keeps_the_watermark_before_the_rejected_change():
     assert forwarder.watermark.token == items[9].token
 
 
-def test_the_watermark_waits_for_an_earlier_batch_still_in_flight():
+def test_the_watermark_waits_for_an_earlier_batch_still_in_flight(events_type):
     # GIVEN the first batch's call is held while the second completes
     items = encode_all(20, Stats())
     release_first = threading.Event()
@@ -180,7 +188,7 @@ def test_the_watermark_waits_for_an_earlier_batch_still_in_flight():
         release_first.wait(5)
         return accept_all(entries)
 
-    events = FakeEvents([slow_first])
+    events = events_type([slow_first])
     forwarder = Forwarder(events, RecordingDeadLetters(), Stats(), FAST)
     for item in items:
         forwarder.add(item)
@@ -203,7 +211,9 @@ def test_the_watermark_waits_for_an_earlier_batch_still_in_flight():
     forwarder.close()
 
 
-def test_calls_in_flight_are_bounded_and_a_full_reader_waits_until_half_the_places_free():
+def test_calls_in_flight_are_bounded_and_a_full_reader_waits_until_half_the_places_free(
+    events_type,
+):
     # GIVEN at most 2 calls in flight (so 4 batches handed to the senders), every call held
     options = ForwarderOptions(retry_base_s=0.001, retry_max_s=0.005, max_in_flight=2)
     gate = threading.Semaphore(0)
@@ -220,7 +230,7 @@ def test_calls_in_flight_are_bounded_and_a_full_reader_waits_until_half_the_plac
             running -= 1
         return accept_all(entries)
 
-    events = FakeEvents([held] * 6)
+    events = events_type([held] * 6)
     forwarder = Forwarder(events, RecordingDeadLetters(), Stats(), options)
     items = encode_all(60, Stats())
     reader_done = threading.Event()
@@ -263,7 +273,7 @@ def test_calls_in_flight_are_bounded_and_a_full_reader_waits_until_half_the_plac
     assert len(events.accepted_details()) == 60
 
 
-def test_a_quiet_position_waits_for_what_was_queued_before_it():
+def test_a_quiet_position_waits_for_what_was_queued_before_it(events_type):
     items = encode_all(3, Stats())
     release = threading.Event()
 
@@ -271,7 +281,7 @@ def test_a_quiet_position_waits_for_what_was_queued_before_it():
         release.wait(5)
         return accept_all(entries)
 
-    forwarder = Forwarder(FakeEvents([held]), RecordingDeadLetters(), Stats(), FAST)
+    forwarder = Forwarder(events_type([held]), RecordingDeadLetters(), Stats(), FAST)
     for item in items:
         forwarder.add(item)
     quiet = Position({"_data": "quiet"}, None)
@@ -285,8 +295,8 @@ def test_a_quiet_position_waits_for_what_was_queued_before_it():
     forwarder.close()
 
 
-def test_a_quiet_position_with_nothing_pending_is_the_watermark_at_once():
-    forwarder = Forwarder(FakeEvents(), RecordingDeadLetters(), Stats(), FAST)
+def test_a_quiet_position_with_nothing_pending_is_the_watermark_at_once(events_type):
+    forwarder = Forwarder(events_type(), RecordingDeadLetters(), Stats(), FAST)
     quiet = Position({"_data": "quiet"}, None)
 
     forwarder.add_position(quiet)
@@ -295,9 +305,9 @@ def test_a_quiet_position_with_nothing_pending_is_the_watermark_at_once():
     forwarder.close()
 
 
-def test_abort_leaves_a_failing_batch_undone():
+def test_abort_leaves_a_failing_batch_undone(events_type):
     items = encode_all(2, Stats())
-    events = FakeEvents([client_error("ThrottlingException")] * 1000)
+    events = events_type([client_error("ThrottlingException")] * 1000)
     options = ForwarderOptions(retry_base_s=0.01, retry_max_s=0.02)
     forwarder = Forwarder(events, RecordingDeadLetters(), Stats(), options)
     for item in items:
@@ -307,6 +317,57 @@ def test_abort_leaves_a_failing_batch_undone():
     forwarder.close()
 
     assert forwarder.watermark is None
+
+
+def test_closing_during_a_long_retry_wait_ends_the_wait_at_once(events_type, monkeypatch):
+    # GIVEN a batch throttled once, whose retry would wait 60 s
+    monkeypatch.setattr("relay.forwarder.full_jitter_delay", lambda *_: 60.0)
+    events = events_type([client_error("ThrottlingException")])
+    forwarder = Forwarder(events, RecordingDeadLetters(), Stats(), FAST)
+    forwarder.add(encode_all(1, Stats())[0])
+    assert not forwarder.drain(0.2)
+
+    # WHEN the forwarder is closed from another thread
+    closer = threading.Thread(target=forwarder.close)
+    closer.start()
+
+    # THEN close returns long before the wait would have ended, the batch left undone
+    closer.join(timeout=10)
+    assert not closer.is_alive()
+    assert len(events.calls) == 1
+    assert forwarder.watermark is None
+
+
+def test_batches_waiting_for_a_place_are_never_sent_after_an_abort(events_type):
+    # GIVEN one call in flight, held, and a second batch waiting for its place
+    release = threading.Event()
+    started = threading.Event()
+
+    def held(entries):
+        started.set()
+        release.wait(10)
+        return accept_all(entries)
+
+    options = ForwarderOptions(retry_base_s=0.001, retry_max_s=0.005, max_in_flight=1)
+    events = events_type([held])
+    forwarder = Forwarder(events, RecordingDeadLetters(), Stats(), options)
+    for item in encode_all(20, Stats()):
+        forwarder.add(item)
+    assert started.wait(5)
+
+    # WHEN the forwarder is aborted and closed while the call is held, and the call then ends
+    forwarder.abort()
+    closer = threading.Thread(target=forwarder.close)
+    closer.start()
+    release.set()
+    closer.join(timeout=10)
+
+    # THEN the held call completed its batch, and the waiting one was never sent
+    assert not closer.is_alive()
+    assert len(events.calls) == 1
+    assert forwarder.in_flight == 1
+    if isinstance(events, AsyncFakeEvents):
+        assert events.closed  # the client's connections were closed on the loop
 
 
 def test_full_jitter_stays_within_the_exponential_cap():
