@@ -1,8 +1,9 @@
 """Sample a running process with py-spy (all threads) and summarise where its CPU time goes.
 
-py-spy runs beside the relay, attached by pid, so the relay runs unchanged; its sender threads
-are sampled too (an in-process profiler such as pyinstrument sees only the main thread). Only
-used for a separate profile run: its sampling would distort the measured runs on 2 cores.
+py-spy runs beside the relay, attached by pid, so the relay runs unchanged; its read-ahead and
+sender threads are sampled too (an in-process profiler such as pyinstrument sees only the main
+thread). Only used for a separate profile run: its sampling would distort the measured runs on 2
+cores.
 """
 
 import contextlib

@@ -110,7 +110,7 @@ def _target_verdict(
 _STAGE_WORK = {
     "read": "change stream read ahead (`PrefetchedStream`)",
     "encode": "+ detail rendered, oversize tiers (`ChangeEncoder`)",
-    "batch": "+ batches, sender threads, watermark (`Forwarder`, no I/O)",
+    "batch": "+ batches, sender loop, watermark (`Forwarder`, no I/O)",
     "send": "+ lean PutEvents client to the sink",
 }
 
@@ -207,7 +207,7 @@ def render_markdown(report: BenchReport) -> str:
     if report.profile_path:
         parts += [
             "",
-            f"A target was missed: where the relay's CPU goes (py-spy, every thread) is in "
+            f"Where the relay's CPU goes (py-spy, every thread) is in "
             f"`{report.profile_path}` (collapsed stacks beside it, `relay-profile.folded`).",
         ]
     if report.stage_runs:

@@ -3,7 +3,7 @@
 Each stage runs the relay's own parts, in one process per run, on the same backlog:
 - `read`: the change stream read ahead (`PrefetchedStream`), as the relay opens it;
 - `encode`: plus the contract's encoder with the oversize tiers (`ChangeEncoder`);
-- `batch`: plus the forwarder (batches of 10, sender threads, watermark) with a client that
+- `batch`: plus the forwarder (batches of 10, its sender loop, watermark) with a client that
   accepts every entry without any I/O;
 - `send`: plus the lean PutEvents client posting to the sink.
 The difference between two stages is what the later one adds per change where it really runs (the
@@ -38,9 +38,10 @@ _POLL_WAIT_MS = 200
 
 
 class AcceptingClient:
-    """`put_events` that accepts every entry at once: the forwarder without any network."""
+    """Accepts every entry at once: the forwarder without any network. Async, as the lean client
+    is, so the forwarder's calls run on its loop as they do in the relay."""
 
-    def put_events(self, Entries: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    async def put_events_async(self, Entries: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         entries = [{"EventId": f"stage-{number}"} for number in range(len(Entries))]
         return {"FailedEntryCount": 0, "Entries": entries}
 

@@ -83,19 +83,18 @@ def events_client(settings: RelaySettings) -> Any:
     parameter validation is off because the entries come from the contract, already valid. The
     boto3 client also resolves endpoint, region and credentials for the lean client.
 
-    Known gap: the relay keeps pace with the raw read (0.79-1.07 of its rate with the 0 ms sink),
-    and with that sink its CPU per change meets the 60 µs target on the shared benchmark machine's
-    usual speed (50-57.5 µs) but not on its slow stretches (62-99 µs); with a 25 ms sink, where
-    each answer wakes its sender thread after 25 ms asleep, it misses (65-77 µs; figures, stages
-    and profile in README 'Latest figures'). Beside SecantusDB and the sink on the same two cores,
-    the read-ahead thread costs ~5-8 µs a change (the token read without inflating the change:
-    `ChangeDocument`), the detail ~20-27 µs (one C decode and orjson, with Python calls for
-    ObjectId, dates and Decimal128), and sending ~17-26 µs (a tenth of a request's signing,
-    syscalls and answer, and the sender threads' turns at the interpreter). Decoding whole batches
-    to dicts in pymongo would skip the encoder's decode, but one change with invalid UTF-8 would
-    then fail its whole batch, so changes stay raw. What would lift the largest share is rendering
-    BSON straight to the detail JSON without Python objects (a C extension); at 25 ms, fewer
-    wake-ups per call (an event loop for the senders).
+    Speed (README 'Latest figures'): on the shared benchmark machine the relay keeps pace with the
+    raw read (0.9-1.0 of its rate with the 0 ms sink) and meets the 60 µs CPU target with both
+    sinks when the machine runs at its evening speed (28-32 µs a change at 0 ms, 34.5-46 at 25
+    ms), but at 25 ms it missed on the slower stretches of the same day (65-77 µs), when the raw
+    read itself cost twice as much. Its cost relative to the raw read's did not change: 4-5x.
+    Beside SecantusDB and the sink on the same two cores, the read-ahead costs ~3-8 µs a change
+    (the token read without inflating the change: `ChangeDocument`), the detail ~14-27 µs (one C
+    decode and orjson, with Python calls for ObjectId, dates and Decimal128), and sending the
+    rest (a tenth of a request's signing, syscalls and answer). Decoding whole batches to dicts
+    in pymongo would skip the encoder's decode, but one change with invalid UTF-8 would then
+    fail its whole batch, so changes stay raw. What would lift the largest share is rendering
+    BSON straight to the detail JSON without Python objects (a C extension, built for arm64).
     """
     client = aws_client(
         "events",
