@@ -164,12 +164,8 @@ def _length(text: str) -> int:
     return int(text)
 
 
-class PostConnection:
-    """POSTs to one host and port over a kept-alive connection, opened on first use.
-
-    Not thread-safe: give each thread its own. After any error the connection is closed, and the
-    next `post` opens a new one. `timeout_s` bounds the connect and each send or receive.
-    """
+class _Connection:
+    """Where a connection posts (host, port, TLS context) and its timeout: both kinds share it."""
 
     def __init__(
         self,
@@ -179,10 +175,20 @@ class PostConnection:
         timeout_s: float,
         tls: ssl.SSLContext | None = None,
     ) -> None:
-        self._address = (host, port)
+        self._host = host
+        self._port = port
         self._timeout_s = timeout_s
         self._tls = tls
-        self._socket: socket.socket | None = None
+
+
+class PostConnection(_Connection):
+    """POSTs to one host and port over a kept-alive connection, opened on first use.
+
+    Not thread-safe: give each thread its own. After any error the connection is closed, and the
+    next `post` opens a new one. `timeout_s` bounds the connect and each send or receive.
+    """
+
+    _socket: socket.socket | None = None  # None until the first post, and after any error
 
     @property
     def open(self) -> bool:
@@ -196,11 +202,11 @@ class PostConnection:
     def _connected(self) -> socket.socket:
         if self._socket is not None:
             return self._socket
-        raw = socket.create_connection(self._address, timeout=self._timeout_s)
+        raw = socket.create_connection((self._host, self._port), timeout=self._timeout_s)
         raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         if self._tls is not None:
             try:
-                raw = self._tls.wrap_socket(raw, server_hostname=self._address[0])
+                raw = self._tls.wrap_socket(raw, server_hostname=self._host)
             except BaseException:
                 raw.close()
                 raise
@@ -272,25 +278,13 @@ class _AnswerProtocol(asyncio.Protocol):
             waiter.set_result((response, keep_open))
 
 
-class AsyncPostConnection:
+class AsyncPostConnection(_Connection):
     """`PostConnection` for an asyncio loop: many of them share one thread.
 
     Use it from one loop only. `timeout_s` bounds each whole `post`, connect included.
     """
 
-    def __init__(
-        self,
-        host: str,
-        port: int,
-        *,
-        timeout_s: float,
-        tls: ssl.SSLContext | None = None,
-    ) -> None:
-        self._host = host
-        self._port = port
-        self._timeout_s = timeout_s
-        self._tls = tls
-        self._protocol: _AnswerProtocol | None = None
+    _protocol: _AnswerProtocol | None = None  # None until the first post, and after any error
 
     @property
     def open(self) -> bool:

@@ -58,6 +58,19 @@ def accept_all(entries: list[dict[str, Any]]) -> dict[str, Any]:
     return {"FailedEntryCount": 0, "Entries": [{"EventId": "id"} for _ in entries]}
 
 
+def held_answer(release: threading.Event, started: threading.Event | None = None) -> Responder:
+    """An answer that sets `started`, then accepts every entry once `release` is set (at most
+    10 s later, so a failing test cannot hang)."""
+
+    def answer(entries: list[dict[str, Any]]) -> dict[str, Any]:
+        if started is not None:
+            started.set()
+        release.wait(10)
+        return accept_all(entries)
+
+    return answer
+
+
 class FakeEvents:
     """A PutEvents client: records every call; `script` decides each answer (default: accept)."""
 

@@ -16,6 +16,7 @@ from tests.unit.relay.helpers import (
     RecordingDeadLetters,
     accept_all,
     client_error,
+    held_answer,
     raw_change,
 )
 
@@ -182,13 +183,7 @@ def test_the_watermark_waits_for_an_earlier_batch_still_in_flight(events_type):
     items = encode_all(20, Stats())
     release_first = threading.Event()
     first_started = threading.Event()
-
-    def slow_first(entries):
-        first_started.set()
-        release_first.wait(5)
-        return accept_all(entries)
-
-    events = events_type([slow_first])
+    events = events_type([held_answer(release_first, first_started)])
     forwarder = Forwarder(events, RecordingDeadLetters(), Stats(), FAST)
     for item in items:
         forwarder.add(item)
@@ -276,12 +271,9 @@ def test_calls_in_flight_are_bounded_and_a_full_reader_waits_until_half_the_plac
 def test_a_quiet_position_waits_for_what_was_queued_before_it(events_type):
     items = encode_all(3, Stats())
     release = threading.Event()
-
-    def held(entries):
-        release.wait(5)
-        return accept_all(entries)
-
-    forwarder = Forwarder(events_type([held]), RecordingDeadLetters(), Stats(), FAST)
+    forwarder = Forwarder(
+        events_type([held_answer(release)]), RecordingDeadLetters(), Stats(), FAST
+    )
     for item in items:
         forwarder.add(item)
     quiet = Position({"_data": "quiet"}, None)
@@ -342,14 +334,8 @@ def test_batches_waiting_for_a_place_are_never_sent_after_an_abort(events_type):
     # GIVEN one call in flight, held, and a second batch waiting for its place
     release = threading.Event()
     started = threading.Event()
-
-    def held(entries):
-        started.set()
-        release.wait(10)
-        return accept_all(entries)
-
     options = ForwarderOptions(retry_base_s=0.001, retry_max_s=0.005, max_in_flight=1)
-    events = events_type([held])
+    events = events_type([held_answer(release, started)])
     forwarder = Forwarder(events, RecordingDeadLetters(), Stats(), options)
     for item in encode_all(20, Stats()):
         forwarder.add(item)
