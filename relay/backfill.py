@@ -53,7 +53,9 @@ from relay.service import (
     change_encoder,
     lease_for,
     metrics_emitter,
+    nonzero_ints,
     relay_forwarder,
+    write_health,
 )
 from relay.settings import RelaySettings, SettingsError
 from relay.stream import open_stream
@@ -347,20 +349,19 @@ class RateLimiter:
     ) -> None:
         if rate_per_second is not None and rate_per_second <= 0:
             raise ValueError("rate must be positive")
-        self._interval = 0.0 if rate_per_second is None else 1.0 / rate_per_second
-        self.interval_s = self._interval
+        self.interval_s = 0.0 if rate_per_second is None else 1.0 / rate_per_second
         self._clock = clock
         self._wait = wait or threading.Event().wait
         self._next: float | None = None
 
     def acquire(self) -> bool:
         """Take one slot; False when the wait was interrupted (the command is stopping)."""
-        if not self._interval:
+        if not self.interval_s:
             return True
         now = self._clock()
         # An idle spell is not banked: the schedule restarts from now, never from the past.
         start = now if self._next is None or self._next < now else self._next
-        self._next = start + self._interval
+        self._next = start + self.interval_s
         debt = start - now
         if debt >= self._MIN_WAIT_S:
             return not self._wait(debt)
@@ -519,20 +520,17 @@ class Backfill:
         self._heartbeat = time.monotonic()
 
     def _write_health(self) -> None:
-        activity = self._heartbeat
-        if self.forwarder is not None:
-            activity = max(activity, self.forwarder.last_activity)
-        # A paced read (`--rate`) waits up to one interval between documents.
-        limit = self.settings.health_max_age_seconds + self._limiter.interval_s
-        stale = time.monotonic() - activity > limit
-        state = self._health_state
-        if stale and state == "backfilling":
-            state = "stalled"
-        try:
-            self._health.write(state, relayId=self.settings.relay_id, **_ints(self.stats.totals()))
-        except OSError as error:
-            # The container health check will report it; the backfill must not stop for it.
-            logger.warning("health file not written", path=str(self._health.path), error=str(error))
+        write_health(
+            self._health,
+            self._health_state,
+            working_state="backfilling",
+            heartbeat=self._heartbeat,
+            forwarder=self.forwarder,
+            # A paced read (`--rate`) waits up to one interval between documents.
+            max_age_s=self.settings.health_max_age_seconds + self._limiter.interval_s,
+            relay_id=self.settings.relay_id,
+            stats=self.stats,
+        )
 
     def _backfill(self) -> BackfillResult:
         state = None if self.options.restart else self.progress_store.load()
@@ -570,7 +568,7 @@ class Backfill:
 
         state.status = "complete"
         self.progress_store.save(state)
-        logger.info("backfill complete", sent=state.sent, totals=_ints(self.stats.totals()))
+        logger.info("backfill complete", sent=state.sent, totals=nonzero_ints(self.stats.totals()))
         handed = self._hand_over(state)
         return BackfillResult(EXIT_OK, state.sent, handed, state.snapshot)
 
@@ -886,10 +884,6 @@ class Backfill:
 
 class SnapshotLostError(BackfillError):
     """The recorded stream position aged out of the oplog before streaming took over."""
-
-
-def _ints(values: Mapping[str, float]) -> dict[str, int]:
-    return {name: int(value) for name, value in values.items() if value}
 
 
 # ---------------------------------------------------------------------------------------------

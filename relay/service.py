@@ -12,13 +12,15 @@ Programmatic entry point (the CLI, the tests and the benchmark all use it)::
 Clients are swappable: `Relay(settings, mongo=..., events=..., dynamodb=..., sqs=..., s3=...,
 checkpoint_store=...)`; the ones in use are `relay.clients` (a `RelayClients`, as the backfill
 builds them too). `relay.stats.totals()` gives the counters (EventsForwarded, ...).
-Reading is single-threaded (this thread); sending runs on MAX_IN_FLIGHT_REQUESTS threads; the
-checkpoint, metrics, health and lease each run on a small background thread. Never logs bodies.
+The stream is read ahead on one thread and encoded on this one; sending runs on one asyncio loop
+thread, with up to MAX_IN_FLIGHT_REQUESTS calls in flight; the checkpoint, metrics, health and
+lease each run on a small background thread. Never logs bodies.
 """
 
 import random
 import threading
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Final, Literal
 
@@ -87,7 +89,7 @@ def events_client(settings: RelaySettings) -> Any:
     raw read (0.9-1.0 of its rate with the 0 ms sink) and meets the 60 µs CPU target with both
     sinks when the machine runs at its evening speed (28-32 µs a change at 0 ms, 34.5-46 at 25
     ms), but at 25 ms it missed on the slower stretches of the same day (65-77 µs), when the raw
-    read itself cost twice as much. Its cost relative to the raw read's did not change: 4-5x.
+    read itself cost twice as much. Its cost relative to the raw read's did not change: 3.4-5.3x.
     Beside SecantusDB and the sink on the same two cores, the read-ahead costs ~3-8 µs a change
     (the token read without inflating the change: `ChangeDocument`), the detail ~14-27 µs (one C
     decode and orjson, with Python calls for ObjectId, dates and Decimal128), and sending the
@@ -326,7 +328,9 @@ class Relay:
             self._state = "stopped" if code == EXIT_OK else "failed"
             health.stop()
             metrics.stop()
-            logger.info("relay stopped", extra={"exit_code": code, **_ints(self.stats.totals())})
+            logger.info(
+                "relay stopped", extra={"exit_code": code, **nonzero_ints(self.stats.totals())}
+            )
 
     def _beat(self) -> None:
         self._heartbeat = time.monotonic()
@@ -573,17 +577,41 @@ class Relay:
         logger.warning("checkpoint not written: the stored one is newer or from a newer leader")
 
     def _write_health(self) -> None:
-        activity = self._heartbeat
-        if self.forwarder is not None:
-            activity = max(activity, self.forwarder.last_activity)
-        stale = time.monotonic() - activity > self.settings.health_max_age_seconds
-        state = "stalled" if stale and self._state == "streaming" else self._state
-        try:
-            self._health.write(state, relayId=self.settings.relay_id, **_ints(self.stats.totals()))
-        except OSError as error:
-            # The container health check will report it; streaming must not stop for it.
-            logger.warning("health file not written", path=str(self._health.path), error=str(error))
+        write_health(
+            self._health,
+            self._state,
+            working_state="streaming",
+            heartbeat=self._heartbeat,
+            forwarder=self.forwarder,
+            max_age_s=self.settings.health_max_age_seconds,
+            relay_id=self.settings.relay_id,
+            stats=self.stats,
+        )
 
 
-def _ints(values: dict[str, float]) -> dict[str, int]:
+def write_health(
+    health: HealthFile,
+    state: str,
+    *,
+    working_state: str,
+    heartbeat: float,
+    forwarder: Forwarder | None,
+    max_age_s: float,
+    relay_id: str,
+    stats: Stats,
+) -> None:
+    """Write `state` and the counters to the health file; "stalled" instead of `working_state`
+    when neither the heartbeat nor a PutEvents answer is newer than `max_age_s` seconds."""
+    activity = heartbeat if forwarder is None else max(heartbeat, forwarder.last_activity)
+    if state == working_state and time.monotonic() - activity > max_age_s:
+        state = "stalled"
+    try:
+        health.write(state, relayId=relay_id, **nonzero_ints(stats.totals()))
+    except OSError as error:
+        # The container health check will report it; the work must not stop for it.
+        logger.warning("health file not written", path=str(health.path), error=str(error))
+
+
+def nonzero_ints(values: Mapping[str, float]) -> dict[str, int]:
+    """The counters that are not zero, as whole numbers (for logs and the health file)."""
     return {name: int(value) for name, value in values.items() if value}

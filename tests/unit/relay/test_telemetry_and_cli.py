@@ -2,8 +2,12 @@
 
 import json
 import time
+from types import SimpleNamespace
+
+import pytest
 
 from relay import cli
+from relay.service import write_health
 from relay.telemetry import HealthFile, MetricsEmitter, Stats, check_health
 
 
@@ -69,3 +73,59 @@ def test_run_with_a_configuration_error_names_the_variable_and_exits_2(capsys):
 
     assert code == 2
     assert "WATCH_DATABASE" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("state", "heartbeat_age_s", "answer_age_s", "written"),
+    [
+        ("streaming", 120, 120, "stalled"),
+        ("streaming", 120, 1, "streaming"),  # a PutEvents answer is activity
+        ("streaming", 1, None, "streaming"),
+        ("standby", 120, None, "standby"),  # only the working state can stall
+    ],
+)
+def test_the_health_file_says_stalled_only_for_work_with_no_recent_activity(
+    tmp_path, state, heartbeat_age_s, answer_age_s, written
+):
+    now = time.monotonic()
+    stats = Stats()
+    stats.add("EventsForwarded", 3)
+    forwarder = None if answer_age_s is None else SimpleNamespace(last_activity=now - answer_age_s)
+    path = tmp_path / "health.json"
+
+    write_health(
+        HealthFile(str(path)),
+        state,
+        working_state="streaming",
+        heartbeat=now - heartbeat_age_s,
+        forwarder=forwarder,  # type: ignore[arg-type]
+        max_age_s=60,
+        relay_id="r1",
+        stats=stats,
+    )
+
+    content = json.loads(path.read_text())
+    assert (content["state"], content["relayId"], content["EventsForwarded"]) == (written, "r1", 3)
+
+
+def test_a_health_file_that_cannot_be_written_is_logged_not_raised(tmp_path, monkeypatch):
+    warnings: list[tuple[str, dict]] = []
+    recorder = SimpleNamespace(warning=lambda message, **fields: warnings.append((message, fields)))
+    monkeypatch.setattr("relay.service.logger", recorder)
+    (tmp_path / "a-file").write_text("")
+    unwritable = HealthFile(str(tmp_path / "a-file" / "health.json"))  # its folder is a file
+
+    write_health(
+        unwritable,
+        "streaming",
+        working_state="streaming",
+        heartbeat=time.monotonic(),
+        forwarder=None,
+        max_age_s=60,
+        relay_id="r1",
+        stats=Stats(),
+    )
+
+    [(message, fields)] = warnings
+    assert message == "health file not written"
+    assert fields["path"] == str(tmp_path / "a-file" / "health.json")
