@@ -462,7 +462,7 @@ class Backfill:
         lease = self._lease
         try:
             result = self._lead_and_backfill()
-            health.stop(final_run=False)
+            health.stop(final_run=False)  # the relay writes the health file from here on
             if result.exit_code == EXIT_OK and not self._stop.is_set():
                 result = self._stream(result)
             if lease is not None and lease.lost.is_set():
@@ -471,7 +471,7 @@ class Backfill:
                 )
             return result
         finally:
-            health.stop(final_run=False)
+            health.stop(final_run=False)  # again, for an exit before the line above
             if lease is not None:
                 lease.release()
 
