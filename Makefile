@@ -10,6 +10,10 @@ VENV := .venv
 BIN := $(VENV)/bin
 PYTHON := $(BIN)/python
 STAMP := $(VENV)/.installed
+# The relay's C renderer (native/fastejson), compiled into the virtualenv: needs a C compiler and
+# Python's headers (gcc and python3-dev, or Xcode's command line tools).
+NATIVE_STAMP := $(VENV)/.fastejson
+NATIVE_SOURCES := $(wildcard native/fastejson/*.c native/fastejson/*.py native/fastejson/*.toml)
 FUNCTIONS := $(wildcard functions/*/app.py)
 # Project code checked with mypy --strict (functions are checked one folder at a time, since
 # every handler module is called `app`).
@@ -33,7 +37,12 @@ $(STAMP): requirements/dev.txt localdev/find-python.sh
 	$(PYTHON) localdev/install_paths.py
 	@touch $@
 
-venv: $(STAMP)
+$(NATIVE_STAMP): $(STAMP) $(NATIVE_SOURCES)
+	$(PYTHON) -m pip install --quiet ./native/fastejson
+	@rm -rf native/fastejson/build native/fastejson/*.egg-info
+	@touch $@
+
+venv: $(STAMP) $(NATIVE_STAMP)
 	@$(PYTHON) localdev/install_paths.py >/dev/null
 
 lock: $(STAMP)

@@ -1,7 +1,8 @@
 """The relay's per-change steps in isolation, each beside the library way it replaced.
 
 Runs in this process on generated product changes, with no server: rendering the detail (the
-contract's orjson fast path, and `bson.json_util`), signing a PutEvents request (the lean SigV4
+relay's C renderer fastejson; the contract's orjson path, which it replaced and which still takes
+what fastejson leaves; and `bson.json_util`), signing a PutEvents request (the lean SigV4
 signer, and botocore's `SigV4Auth`) and serialising its body (orjson, and `json`). Figures are CPU
 microseconds per change (a request carries 10), the best of a few rounds, garbage collector on.
 The relay's end-to-end figures in the same run show what the same steps cost beside SecantusDB
@@ -15,6 +16,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
+from unittest import mock
 
 from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
@@ -23,7 +25,7 @@ from bson import Decimal128, Timestamp, encode
 from bson.raw_bson import RawBSONDocument
 
 from bench.writer import product
-from change_contract import encode_change
+from change_contract import ejson, encode_change
 from change_contract.ejson import CODEC_OPTIONS
 from relay.putevents import CONTENT_TYPE, TARGET, SigV4Signer, _entry_json, request_body
 
@@ -119,11 +121,25 @@ def measure_hot_path(changes: int = 2_000, rounds: int = 3) -> list[HotPathStep]
     def per_request(action: Callable[[Any], object], items: Sequence[Any]) -> float:
         return cpu_us_per_item(action, items, rounds) / per_change
 
+    def fast(change: Any) -> object:
+        return encode_change(change, fast=True)
+
+    native_us = cpu_us_per_item(fast, raw, rounds)
+    # The contract's orjson path: where fastejson is not installed or falls back.
+    with mock.patch.object(ejson, "_NATIVE", None):
+        orjson_us = cpu_us_per_item(fast, raw, rounds)
     return [
         HotPathStep(
             "render the detail (encode_change)",
-            "orjson from one C decode",
-            cpu_us_per_item(lambda change: encode_change(change, fast=True), raw, rounds),
+            "fastejson from the BSON bytes",
+            native_us,
+            "pymongo decode + orjson",
+            orjson_us,
+        ),
+        HotPathStep(
+            "render the detail, where fastejson falls back",
+            "pymongo decode + orjson",
+            orjson_us,
             "bson.json_util",
             cpu_us_per_item(lambda change: encode_change(change, fast=False), raw, rounds),
         ),

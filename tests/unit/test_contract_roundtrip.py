@@ -4,6 +4,8 @@ import datetime as dt
 import json
 import uuid
 
+import fastejson
+import pytest
 from bson import Decimal128, Int64, MaxKey, MinKey, ObjectId, Regex, Timestamp, encode
 from bson.binary import Binary
 from bson.code import Code
@@ -13,13 +15,14 @@ from bson.tz_util import utc as BSON_UTC
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from change_contract import decode_event, encode_change, entry_size
+from change_contract import ContractError, decode_event, ejson, encode_change, entry_size
 from change_contract.ejson import (
     CODEC_OPTIONS,
     STREAM_OPTIONS,
     ChangeDocument,
     _decimal_text,
     fast_path_available,
+    native_renderer_available,
     render,
 )
 from localdev.samples import lambda_event
@@ -259,3 +262,76 @@ def test_uuid_round_trips_as_uuid():
     assert round_trip(change_around({"u": value}), fast=False).full_document_before_change == {
         "u": value
     }
+
+
+class _CountingRenderer:
+    """fastejson with its `scan` calls and fall-backs counted."""
+
+    def __init__(self) -> None:
+        self.scans = 0
+        self.fell_back = 0
+        self.FallBackError = fastejson.FallBackError
+
+    def scan(self, *args):
+        self.scans += 1
+        try:
+            return fastejson.scan(*args)
+        except fastejson.FallBackError:
+            self.fell_back += 1
+            raise
+
+
+@pytest.mark.parametrize(
+    ("extra", "falls_back"),
+    [
+        (
+            {
+                "nota": "leche entera",
+                "precio": Decimal128("1.25"),
+                "vence": dt.datetime(2027, 1, 2),
+            },
+            False,
+        ),
+        ({"patron": Regex("^le", "i")}, True),
+        ({"codigo": Code("return 1")}, True),
+    ],
+)
+def test_a_raw_change_is_rendered_by_fastejson_or_its_fall_back_alike(
+    monkeypatch, extra, falls_back
+):
+    # GIVEN a change as the relay reads it, and fastejson with its calls counted
+    assert native_renderer_available()
+    change = change_around({"nombreProducto": "Leche", "cantidad": 5, **extra})
+    raw = RawBSONDocument(encode(change, codec_options=CODEC_OPTIONS), codec_options=CODEC_OPTIONS)
+    counting = _CountingRenderer()
+
+    # WHEN it is encoded on the fast path, and again with fastejson absent
+    monkeypatch.setattr(ejson, "_NATIVE", counting)
+    native = encode_change(raw, bus_name="bus")
+    monkeypatch.setattr(ejson, "_NATIVE", None)
+    general = encode_change(raw, bus_name="bus")
+
+    # THEN fastejson read it (or stepped aside for the value it leaves to pymongo), and the entry
+    # is the same either way, byte for byte, with the same size
+    assert (counting.scans, counting.fell_back) == (1, int(falls_back))
+    assert native.entry == general.entry
+    assert native.size == general.size == entry_size(native.entry)
+    assert native.resume_token == general.resume_token
+
+
+def test_bad_bson_that_fastejson_steps_aside_for_is_named_by_the_general_path():
+    # GIVEN a change whose product name is not valid UTF-8 (a legacy driver's bytes)
+    change = change_around({"nombreProducto": "Leche"})
+    data = bytearray(encode(change, codec_options=CODEC_OPTIONS))
+    at = data.index(b"Leche")
+    data[at : at + 2] = b"\xc3\x28"
+    raw = RawBSONDocument(bytes(data), codec_options=CODEC_OPTIONS)
+
+    # WHEN it is encoded on the fast path
+    with pytest.raises(ContractError) as raised:
+        encode_change(raw, bus_name="bus")
+
+    # THEN the error is pymongo's, naming the event, not fastejson's fall-back
+    assert raised.value.event_id == change["_id"]["_data"]
+    assert "utf-8" in str(raised.value).lower()
+    assert "FallBack" not in str(raised.value)

@@ -14,7 +14,7 @@ from collections.abc import Callable, Mapping
 from types import ModuleType
 from typing import Any, Final
 
-from bson import Decimal128, Int64, ObjectId, decode, encode, json_util
+from bson import Decimal128, Int64, ObjectId, Timestamp, decode, encode, json_util
 from bson.binary import UuidRepresentation
 from bson.codec_options import CodecOptions, DatetimeConversion, TypeDecoder, TypeRegistry
 from bson.json_util import DatetimeRepresentation, JSONMode, JSONOptions
@@ -31,7 +31,19 @@ def _optional_orjson() -> ModuleType | None:
     return orjson
 
 
+def _optional_native() -> ModuleType | None:
+    # The relay's C renderer (native/fastejson): BSON straight to JSON text, no Python objects
+    # between. Built for the relay image and the dev virtualenv; absent in the Lambda layer.
+    try:
+        import fastejson
+    except ImportError:  # pragma: no cover - exercised where fastejson is absent
+        return None
+    return fastejson
+
+
 _ORJSON: Final = _optional_orjson()
+# Used only beside orjson, which writes the fields it renders into the detail as they are.
+_NATIVE: Final = _optional_native() if _ORJSON is not None else None
 
 # Dates outside Python's range (years 1-9999) are legal BSON: they stay DatetimeMS, not an error.
 RELAXED_OPTIONS: Final = JSONOptions(
@@ -127,16 +139,30 @@ def fast_path_available() -> bool:
     return _ORJSON is not None
 
 
+def native_renderer_available() -> bool:
+    """Whether the relay's own BSON renderer (fastejson) is installed, for `scanned`."""
+    return _NATIVE is not None
+
+
 def to_json(document: Mapping[str, Any], *, fast: bool = True) -> str:
     """Render a BSON document as Relaxed Extended JSON text.
 
-    With `fast` and orjson installed, the document is decoded from BSON once (`decoded`) and
-    rendered in C, calling back into Python only for BSON-specific values; otherwise `json_util`
-    walks it. Both give the same JSON value; only whitespace and number spelling differ.
+    With `fast` and orjson installed, a `RawBSONDocument` is rendered from its bytes by fastejson
+    where it can be (see `scanned`); otherwise the document is decoded from BSON once (`decoded`)
+    and rendered by orjson, calling back into Python only for BSON-specific values. Without
+    `fast`, `json_util` walks it. All give the same JSON value; only whitespace and number
+    spelling differ.
     """
-    if fast and _ORJSON is not None:
-        return render(decoded(document)).decode("utf-8")
-    return json_util.dumps(document, json_options=RELAXED_OPTIONS)
+    if not fast or _ORJSON is None:
+        return json_util.dumps(document, json_options=RELAXED_OPTIONS)
+    if _NATIVE is not None and isinstance(document, RawBSONDocument):
+        try:
+            rendered: bytes = _NATIVE.render(document.raw)
+            return rendered.decode("utf-8")
+        except _NATIVE.FallBackError:
+            # Not a failure: the general path renders it, or raises naming what is wrong.
+            return render(decoded(document)).decode("utf-8")
+    return render(decoded(document)).decode("utf-8")
 
 
 def decoded(document: Mapping[str, Any]) -> dict[str, Any]:
@@ -152,6 +178,27 @@ def decoded(document: Mapping[str, Any]) -> dict[str, Any]:
     )
     result: dict[str, Any] = decode(raw, RENDER_OPTIONS)
     return result
+
+
+def scanned(document: Mapping[str, Any], rendered: frozenset[str]) -> dict[str, Any]:
+    """The document's top level for the fast path: `decoded`, or better, where it can be.
+
+    For a `RawBSONDocument`, fastejson reads the top level from the bytes and renders the fields
+    named in `rendered` straight to JSON text (as `orjson.Fragment`s, which `render` writes as
+    they are): no Python objects for their content. It takes only what it renders exactly as
+    `decoded` + `render` do; anything else (rarer BSON types, malformed bytes) goes the general
+    way, which renders it or raises naming what is wrong.
+    """
+    if _NATIVE is not None and _ORJSON is not None and isinstance(document, RawBSONDocument):
+        try:
+            result: dict[str, Any] = _NATIVE.scan(
+                document.raw, rendered, _ORJSON.Fragment, Timestamp
+            )
+        except _NATIVE.FallBackError:
+            # Not a failure: the general path renders it, or raises naming what is wrong.
+            return decoded(document)
+        return result
+    return decoded(document)
 
 
 def render(document: Mapping[str, Any]) -> bytes:

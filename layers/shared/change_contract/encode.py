@@ -38,6 +38,8 @@ _COPIED_FIELDS = (
     "fullDocumentBeforeChange",
 )
 _SESSION_FIELDS = ("txnNumber", "lsid")
+# The fields copied into `detail` whose content the fast path renders straight from BSON.
+_RENDERED_FIELDS: frozenset[str] = frozenset((*_COPIED_FIELDS, "lsid"))
 _ALL_CONTENT: frozenset[str] = frozenset(CONTENT_FIELDS)
 _NOTHING: frozenset[str] = frozenset()
 
@@ -112,8 +114,9 @@ def encode_change(
         raise ContractError(f"expected a document, got {type(change).__name__}")
     fast = fast and ejson.fast_path_available()
     if fast:
-        # Decoded once, in C; the detail is then built from and rendered as plain values.
-        change = _decoded(change)
+        # Read once, in C: the content fields rendered straight from BSON where fastejson can,
+        # the rest decoded; the detail is then built from these and rendered by orjson.
+        change = _scanned(change)
 
     # Identity and ordering: the fields every event must have.
     event_id = event_id_of(change.get("_id"))
@@ -200,10 +203,10 @@ def encode_change(
     )
 
 
-def _decoded(change: Mapping[str, Any]) -> Mapping[str, Any]:
-    """The change decoded for the fast path; bad BSON is a `ContractError` naming the event."""
+def _scanned(change: Mapping[str, Any]) -> Mapping[str, Any]:
+    """The change read for the fast path; bad BSON is a `ContractError` naming the event."""
     try:
-        return ejson.decoded(change)
+        return ejson.scanned(change, _RENDERED_FIELDS)
     except (BSONError, UnicodeError, TypeError, ValueError, OverflowError) as error:
         try:
             event_id: str | None = event_id_of(change.get("_id"))

@@ -29,8 +29,10 @@ def test_every_step_is_measured_beside_its_baseline_and_rendered():
     report = BenchReport(command="make bench", machine={}, events=0, hot_path=table)
     markdown = render_markdown(report)
 
-    # THEN three steps, each with positive CPU on both sides, appear under their own heading
-    assert [step.step.split()[0] for step in steps] == ["render", "sign", "serialise"]
+    # THEN four steps, each with positive CPU on both sides, appear under their own heading
+    assert [step.step.split()[0] for step in steps] == ["render", "render", "sign", "serialise"]
+    assert steps[0].baseline == steps[1].relay == "pymongo decode + orjson"
+    assert steps[0].baseline_us == steps[1].relay_us
     assert all(step.relay_us > 0 and step.baseline_us > 0 for step in steps)
     assert "### The relay's steps in isolation" in markdown
     assert table in markdown

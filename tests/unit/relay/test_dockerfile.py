@@ -132,3 +132,28 @@ def test_the_image_ships_every_shared_package_the_relay_imports():
     for package in needed:
         assert f"layers/shared/{package}/ /app/{package}/" in copies
         assert f"!layers/shared/{package}/**" in ignore
+
+
+def test_the_build_stage_compiles_the_relays_c_renderer_and_lets_its_sources_in():
+    # GIVEN the build stage and the build context's ignore list
+    build = stages()[0]
+    copies = " ".join(rest for keyword, rest in build if keyword == "COPY")
+    runs = " ".join(rest for keyword, rest in build if keyword == "RUN")
+    ignore = (ROOT / "relay" / "Dockerfile.dockerignore").read_text().splitlines()
+    sources = sorted(
+        path.relative_to(ROOT).as_posix()
+        for path in (ROOT / "native" / "fastejson").iterdir()
+        if path.suffix in {".c", ".py", ".toml"}
+    )
+
+    # THEN fastejson is copied, built and imported there, and every source of it is let through
+    assert "native/fastejson/ /build/fastejson/" in copies
+    assert "pip install --no-cache-dir /build/fastejson" in runs
+    assert 'python -c "import fastejson"' in runs
+    assert sources == [
+        "native/fastejson/fastejson.c",
+        "native/fastejson/pyproject.toml",
+        "native/fastejson/setup.py",
+    ]
+    for source in sources:
+        assert f"!{source}" in ignore
