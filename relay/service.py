@@ -86,17 +86,18 @@ def events_client(settings: RelaySettings) -> Any:
     boto3 client also resolves endpoint, region and credentials for the lean client.
 
     Speed (README 'Latest figures'): on the shared benchmark machine the relay keeps pace with the
-    raw read (0.9-1.0 of its rate with the 0 ms sink) and meets the 60 µs CPU target with both
-    sinks when the machine runs at its evening speed (28-32 µs a change at 0 ms, 34.5-46 at 25
-    ms), but at 25 ms it missed on the slower stretches of the same day (65-77 µs), when the raw
-    read itself cost twice as much. Its cost relative to the raw read's did not change: 3.4-5.3x.
-    Beside SecantusDB and the sink on the same two cores, the read-ahead costs ~3-8 µs a change
-    (the token read without inflating the change: `ChangeDocument`), the detail ~14-27 µs (one C
-    decode and orjson, with Python calls for ObjectId, dates and Decimal128), and sending the
-    rest (a tenth of a request's signing, syscalls and answer). Decoding whole batches to dicts
-    in pymongo would skip the encoder's decode, but one change with invalid UTF-8 would then
-    fail its whole batch, so changes stay raw. What would lift the largest share is rendering
-    BSON straight to the detail JSON without Python objects (a C extension, built for arm64).
+    raw read (1.0-1.1 of its rate with the 0 ms sink) and meets the 60 µs CPU target with both
+    sinks: 19.5-23 µs a change at 0 ms, 27.5-33.5 at 25 ms, on the evening machine of 2026-12-04.
+    Its absolute cost follows the machine: relative to the raw read's own CPU it is 2.6-3.0x at
+    0 ms and 3.6-4.5x at 25 ms, so on the slower stretches seen the same day (the raw read at
+    twice the cost) the 25 ms figure would be about the target. Beside SecantusDB and the sink,
+    the read-ahead costs ~3-4 µs a change (the token read without inflating the change:
+    `ChangeDocument`), the detail ~7 (fastejson renders the content from the BSON bytes), and
+    the forwarder and sending the rest: a tenth of a request's body, signature, syscalls and
+    answer, most of it the sender loop's Python, which runs colder with the 25 ms sink (it
+    sleeps between answers). Decoding whole batches to dicts in pymongo would save a call per
+    change, but one change with invalid UTF-8 would then fail its whole batch, so changes stay
+    raw.
     """
     client = aws_client(
         "events",
