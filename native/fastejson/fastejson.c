@@ -337,23 +337,38 @@ static int write_decimal128(out_t *out, const uint8_t *bid) {
     if ((high & UINT64_C(0x6000000000000000)) == UINT64_C(0x6000000000000000)) {
         return fall_back("decimal128 NaN, infinity or large form");
     }
-    unsigned __int128 coefficient =
-        (unsigned __int128)(high & UINT64_C(0x1FFFFFFFFFFFF)) << 64 | low;
-    unsigned __int128 limit = (unsigned __int128)UINT64_C(10000000000000000) * 1000000000000000000u;
-    if (coefficient >= limit) { /* over 34 digits: non-canonical */
-        return fall_back("decimal128 coefficient over 34 digits");
-    }
     int exponent = (int)((high >> 49) & 0x3FFF) - 6176;
     int negative = (int)(high >> 63);
 
-    char digits[40];
+    /* The 113-bit coefficient in 32-bit limbs, most significant first, turned into decimal
+     * digits nine at a time by long division (portable C: no 128-bit integers). */
+    uint64_t top = high & UINT64_C(0x1FFFFFFFFFFFF);
+    uint32_t limbs[4] = {(uint32_t)(top >> 32), (uint32_t)top, (uint32_t)(low >> 32),
+                         (uint32_t)low};
+    char digits[48];
     char *end = digits + sizeof(digits);
     char *first = end;
-    do {
-        *--first = (char)('0' + (int)(coefficient % 10));
-        coefficient /= 10;
-    } while (coefficient);
+    int nonzero = (limbs[0] | limbs[1] | limbs[2] | limbs[3]) != 0;
+    if (!nonzero) {
+        *--first = '0';
+    }
+    while (nonzero) {
+        uint64_t rest = 0;
+        for (int i = 0; i < 4; i++) {
+            uint64_t current = rest << 32 | limbs[i];
+            limbs[i] = (uint32_t)(current / 1000000000u);
+            rest = current % 1000000000u;
+        }
+        nonzero = (limbs[0] | limbs[1] | limbs[2] | limbs[3]) != 0;
+        for (int i = 0; i < 9 && (nonzero || rest); i++) {
+            *--first = (char)('0' + rest % 10);
+            rest /= 10;
+        }
+    }
     int count = (int)(end - first);
+    if (count > 34) { /* over 10^34 - 1: non-canonical, which means 0 */
+        return fall_back("decimal128 coefficient over 34 digits");
+    }
     int adjusted = exponent + count - 1;
 
     char text[80];
