@@ -25,6 +25,7 @@ from change_contract.ejson import (
     native_renderer_available,
     render,
 )
+from change_contract.encode import encode_backfill
 from localdev.samples import lambda_event
 
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
@@ -335,3 +336,22 @@ def test_bad_bson_that_fastejson_steps_aside_for_is_named_by_the_general_path():
     assert raised.value.event_id == change["_id"]["_data"]
     assert "utf-8" in str(raised.value).lower()
     assert "FallBack" not in str(raised.value)
+
+
+def test_a_backfill_read_as_python_values_is_rendered_by_fastejson_too(monkeypatch):
+    # GIVEN a document read by the backfill, as Python values, and fastejson with its calls counted
+    document = {"_id": ObjectId("6750a1f0c2b4a1e0f0a1b002"), "nombreProducto": "Pan", "cantidad": 3}
+    ns = {"db": "clase", "coll": "productos"}
+    read_at = dt.datetime(2026, 12, 4, 23, 0, 0, 250_000, tzinfo=dt.UTC)
+    counting = _CountingRenderer()
+
+    # WHEN it is encoded on the fast path, and again with fastejson absent
+    monkeypatch.setattr(ejson, "_NATIVE", counting)
+    native = encode_backfill(document, ns, Timestamp(1_796_425_000, 1), read_at=read_at)
+    monkeypatch.setattr(ejson, "_NATIVE", None)
+    general = encode_backfill(document, ns, Timestamp(1_796_425_000, 1), read_at=read_at)
+
+    # THEN fastejson rendered it (the mapping encoded to BSON first), byte for byte alike
+    assert (counting.scans, counting.fell_back) == (1, 0)
+    assert native.entry == general.entry
+    assert json.loads(native.entry["Detail"])["origin"] == "backfill"

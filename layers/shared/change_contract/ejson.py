@@ -147,22 +147,22 @@ def native_renderer_available() -> bool:
 def to_json(document: Mapping[str, Any], *, fast: bool = True) -> str:
     """Render a BSON document as Relaxed Extended JSON text.
 
-    With `fast` and orjson installed, a `RawBSONDocument` is rendered from its bytes by fastejson
-    where it can be (see `scanned`); otherwise the document is decoded from BSON once (`decoded`)
-    and rendered by orjson, calling back into Python only for BSON-specific values. Without
-    `fast`, `json_util` walks it. All give the same JSON value; only whitespace and number
-    spelling differ.
+    With `fast` and orjson installed, the document's BSON is rendered by fastejson where it can be
+    (see `scanned`); otherwise it is decoded from BSON once (`decoded`) and rendered by orjson,
+    calling back into Python only for BSON-specific values. Without `fast`, `json_util` walks it.
+    All give the same JSON value; only whitespace and number spelling differ.
     """
     if not fast or _ORJSON is None:
         return json_util.dumps(document, json_options=RELAXED_OPTIONS)
-    if _NATIVE is not None and isinstance(document, RawBSONDocument):
-        try:
-            rendered: bytes = _NATIVE.render(document.raw)
-            return rendered.decode("utf-8")
-        except _NATIVE.FallBackError:
-            # Not a failure: the general path renders it, or raises naming what is wrong.
-            return render(decoded(document)).decode("utf-8")
-    return render(decoded(document)).decode("utf-8")
+    if _NATIVE is None:
+        return render(decoded(document)).decode("utf-8")
+    raw = _bson_of(document)
+    try:
+        rendered: bytes = _NATIVE.render(raw)
+    except _NATIVE.FallBackError:
+        # Not a failure: the general path renders it, or raises naming what is wrong.
+        rendered = render(_decoded_bson(raw))
+    return rendered.decode("utf-8")
 
 
 def decoded(document: Mapping[str, Any]) -> dict[str, Any]:
@@ -171,34 +171,40 @@ def decoded(document: Mapping[str, Any]) -> dict[str, Any]:
     A `RawBSONDocument` is decoded from its bytes; any other mapping is encoded to BSON first, so
     both fail alike (`BSONError`, `TypeError`, ...) on a value BSON cannot carry.
     """
-    raw = (
-        document.raw
-        if isinstance(document, RawBSONDocument)
-        else encode(document, codec_options=CODEC_OPTIONS)
-    )
-    result: dict[str, Any] = decode(raw, RENDER_OPTIONS)
-    return result
+    return _decoded_bson(_bson_of(document))
 
 
 def scanned(document: Mapping[str, Any], rendered: frozenset[str]) -> dict[str, Any]:
     """The document's top level for the fast path: `decoded`, or better, where it can be.
 
-    For a `RawBSONDocument`, fastejson reads the top level from the bytes and renders the fields
-    named in `rendered` straight to JSON text (as `orjson.Fragment`s, which `render` writes as
-    they are): no Python objects for their content. It takes only what it renders exactly as
-    `decoded` + `render` do; anything else (rarer BSON types, malformed bytes) goes the general
-    way, which renders it or raises naming what is wrong.
+    fastejson reads the top level from the BSON bytes (a `RawBSONDocument`'s own, or the
+    mapping encoded, as `decoded` does) and renders the fields named in `rendered` straight to
+    JSON text, as `orjson.Fragment`s that `render` writes as they are: no Python objects for
+    their content. It takes only what it renders exactly as `decoded` + `render` do; anything
+    else (rarer BSON types, malformed bytes) is decoded, which renders it or raises naming what
+    is wrong.
     """
-    if _NATIVE is not None and _ORJSON is not None and isinstance(document, RawBSONDocument):
-        try:
-            result: dict[str, Any] = _NATIVE.scan(
-                document.raw, rendered, _ORJSON.Fragment, Timestamp
-            )
-        except _NATIVE.FallBackError:
-            # Not a failure: the general path renders it, or raises naming what is wrong.
-            return decoded(document)
-        return result
-    return decoded(document)
+    if _NATIVE is None or _ORJSON is None:
+        return decoded(document)
+    raw = _bson_of(document)
+    try:
+        result: dict[str, Any] = _NATIVE.scan(raw, rendered, _ORJSON.Fragment, Timestamp)
+    except _NATIVE.FallBackError:
+        # Not a failure: the general path renders it, or raises naming what is wrong.
+        result = _decoded_bson(raw)
+    return result
+
+
+def _decoded_bson(raw: bytes | memoryview) -> dict[str, Any]:
+    result: dict[str, Any] = decode(raw, RENDER_OPTIONS)
+    return result
+
+
+def _bson_of(document: Mapping[str, Any]) -> bytes | memoryview:
+    # pymongo may hand a change's bytes over as a view into its batch.
+    if isinstance(document, RawBSONDocument):
+        return document.raw
+    return encode(document, codec_options=CODEC_OPTIONS)
 
 
 def render(document: Mapping[str, Any]) -> bytes:
