@@ -520,6 +520,11 @@ static int is_dbref_key(const element_t *element) {
     return element->key_len == 4 && memcmp(element->key, "$ref", 4) == 0;
 }
 
+/* The end of a document's elements must be its terminating NUL. */
+static int check_end(size_t at, size_t last) {
+    return at == last ? 0 : fall_back("document size does not match its elements");
+}
+
 static int render_value(out_t *out, const uint8_t *buf, const element_t *element, int depth);
 
 /* The document (or array) whose bytes are buf[start:end]. */
@@ -557,8 +562,8 @@ static int render_document(out_t *out, const uint8_t *buf, size_t start, size_t 
         }
         at = element.end;
     }
-    if (at != last) {
-        return fall_back("document size does not match its elements");
+    if (check_end(at, last) < 0) {
+        return -1;
     }
     return out_write(out, array ? "]" : "}", 1);
 }
@@ -604,6 +609,24 @@ static int render_value(out_t *out, const uint8_t *buf, const element_t *element
 
 /* Decoding, for the fields the caller reads rather than renders. */
 
+/* UTF-8 text as a str; invalid UTF-8 is left to the general path, which names it. */
+static PyObject *decode_text(const uint8_t *text, size_t len) {
+    PyObject *result = PyUnicode_DecodeUTF8((const char *)text, (Py_ssize_t)len, "strict");
+    if (result == NULL && PyErr_ExceptionMatches(PyExc_UnicodeDecodeError)) {
+        PyErr_Clear();
+        fall_back("invalid UTF-8");
+    }
+    return result;
+}
+
+/* dict[key] = value, both references given up; -1 on failure. */
+static int set_owned(PyObject *dict, PyObject *key, PyObject *value) {
+    int failed = PyDict_SetItem(dict, key, value);
+    Py_DECREF(key);
+    Py_DECREF(value);
+    return failed;
+}
+
 typedef struct {
     PyObject *timestamp; /* bson.Timestamp */
 } types_t;
@@ -625,15 +648,8 @@ static PyObject *decode_value(const uint8_t *buf, const element_t *element, int 
         return PyFloat_FromDouble(number);
     }
     case 0x02:
-    case 0x0E: {
-        PyObject *text = PyUnicode_DecodeUTF8((const char *)value + 4,
-                                              (Py_ssize_t)read_int32(value) - 1, "strict");
-        if (text == NULL && PyErr_ExceptionMatches(PyExc_UnicodeDecodeError)) {
-            PyErr_Clear();
-            fall_back("invalid UTF-8");
-        }
-        return text;
-    }
+    case 0x0E:
+        return decode_text(value + 4, (size_t)read_int32(value) - 1);
     case 0x03:
     case 0x04:
         return decode_document(buf, element->value, element->end, element->type == 0x04,
@@ -695,31 +711,25 @@ static PyObject *decode_document(const uint8_t *buf, size_t start, size_t end, i
         if (item == NULL) {
             goto error;
         }
-        int failed;
         if (array) {
-            failed = PyList_Append(result, item);
-        } else {
-            PyObject *key = PyUnicode_DecodeUTF8((const char *)element.key,
-                                                 (Py_ssize_t)element.key_len, "strict");
-            if (key == NULL) {
-                Py_DECREF(item);
-                if (PyErr_ExceptionMatches(PyExc_UnicodeDecodeError)) {
-                    PyErr_Clear();
-                    fall_back("invalid UTF-8");
-                }
+            int failed = PyList_Append(result, item);
+            Py_DECREF(item);
+            if (failed < 0) {
                 goto error;
             }
-            failed = PyDict_SetItem(result, key, item);
-            Py_DECREF(key);
-        }
-        Py_DECREF(item);
-        if (failed < 0) {
-            goto error;
+        } else {
+            PyObject *key = decode_text(element.key, element.key_len);
+            if (key == NULL) {
+                Py_DECREF(item);
+                goto error;
+            }
+            if (set_owned(result, key, item) < 0) {
+                goto error;
+            }
         }
         at = element.end;
     }
-    if (at != last) {
-        fall_back("document size does not match its elements");
+    if (check_end(at, last) < 0) {
         goto error;
     }
     return result;
@@ -755,13 +765,8 @@ static PyObject *scan_buffer(const uint8_t *buf, Py_ssize_t len, PyObject *rende
         if (next_element(buf, at, last, &element) < 0) {
             goto error;
         }
-        PyObject *key = PyUnicode_DecodeUTF8((const char *)element.key,
-                                             (Py_ssize_t)element.key_len, "strict");
+        PyObject *key = decode_text(element.key, element.key_len);
         if (key == NULL) {
-            if (PyErr_ExceptionMatches(PyExc_UnicodeDecodeError)) {
-                PyErr_Clear();
-                fall_back("invalid UTF-8");
-            }
             goto error;
         }
         int render = PySet_Contains(rendered, key);
@@ -782,16 +787,12 @@ static PyObject *scan_buffer(const uint8_t *buf, Py_ssize_t len, PyObject *rende
             Py_DECREF(key);
             goto error;
         }
-        int failed = PyDict_SetItem(result, key, value);
-        Py_DECREF(key);
-        Py_DECREF(value);
-        if (failed < 0) {
+        if (set_owned(result, key, value) < 0) {
             goto error;
         }
         at = element.end;
     }
-    if (at != last) {
-        fall_back("document size does not match its elements");
+    if (check_end(at, last) < 0) {
         goto error;
     }
     PyMem_Free(out.data);

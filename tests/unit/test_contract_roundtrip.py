@@ -27,6 +27,7 @@ from change_contract.ejson import (
 )
 from change_contract.encode import encode_backfill
 from localdev.samples import lambda_event
+from tests.unit.bson_strategies import documents_of
 
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 
@@ -77,20 +78,8 @@ rare_scalars = st.one_of(
 )
 
 
-def documents_of(values: st.SearchStrategy) -> st.SearchStrategy:
-    return st.recursive(
-        st.dictionaries(keys, values, max_size=5),
-        lambda children: st.dictionaries(
-            keys,
-            st.one_of(values, children, st.lists(st.one_of(values, children), max_size=3)),
-            max_size=5,
-        ),
-        max_leaves=20,
-    )
-
-
-documents = documents_of(scalars)
-any_bson_documents = documents_of(st.one_of(scalars, rare_scalars))
+documents = documents_of(keys, scalars, max_list=3)
+any_bson_documents = documents_of(keys, st.one_of(scalars, rare_scalars), max_list=3)
 
 
 def change_around(document: dict) -> dict:

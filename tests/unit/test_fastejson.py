@@ -41,6 +41,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from change_contract.ejson import CODEC_OPTIONS, RENDER_OPTIONS, decoded, render
+from tests.unit.bson_strategies import documents_of
 
 FallBackError = fastejson.FallBackError
 
@@ -339,20 +340,8 @@ general_scalars = st.one_of(
 )
 
 
-def documents_of(values: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
-    return st.recursive(
-        st.dictionaries(keys, values, max_size=5),
-        lambda children: st.dictionaries(
-            keys,
-            st.one_of(values, children, st.lists(st.one_of(values, children), max_size=4)),
-            max_size=5,
-        ),
-        max_leaves=20,
-    )
-
-
-supported_documents = documents_of(rendered_scalars)
-any_documents = documents_of(st.one_of(rendered_scalars, rendered_scalars, general_scalars))
+supported_documents = documents_of(keys, rendered_scalars)
+any_documents = documents_of(keys, st.one_of(rendered_scalars, rendered_scalars, general_scalars))
 
 
 # --- render: agreement with the general path -----------------------------------------------------
