@@ -42,7 +42,7 @@ def machine() -> dict[str, str]:
 def measured_code() -> str:
     """The commit of the measured code, and whether the work tree differs from it."""
     root = Path(__file__).resolve().parent.parent
-    paths = ["relay", "functions", "layers"]
+    paths = ["relay", "native", "functions", "layers"]
 
     def git(*args: str) -> str:
         done = subprocess.run(

@@ -190,7 +190,7 @@ def render_markdown(report: BenchReport) -> str:
         "",
         f"Machine: {machine.get('cpus', '?')} CPUs ({machine.get('cpu_model', '?')}), "
         f"Python {machine.get('python', '?')}, {machine.get('platform', '?')}; "
-        f"run at {machine.get('when', '?')}; relay, functions and layer at commit "
+        f"run at {machine.get('when', '?')}; relay (with native/), functions and layer at commit "
         f"{machine.get('code', '?')}.",
     ]
     if report.source:
