@@ -92,7 +92,7 @@ static uint64_t read_uint64(const uint8_t *at) {
     return value;
 }
 
-/* Digits of an integer, written backwards into the end of `buf`; returns the first digit. */
+/* The digits of `value`, written backwards to end just before `end`; returns the first one. */
 static char *format_uint64(uint64_t value, char *end) {
     char *digit = end;
     do {
