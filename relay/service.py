@@ -30,7 +30,7 @@ from bson import Timestamp
 from pymongo import MongoClient
 from pymongo.errors import OperationFailure, PyMongoError
 
-from change_contract import encode_gap, entry_size
+from change_contract import ejson, encode_gap, entry_size
 from relay.checkpoint import (
     Checkpoint,
     CheckpointError,
@@ -456,6 +456,7 @@ class Relay:
                 "change stream open",
                 scope=self.settings.scope.describe(),
                 resumed=position is not None,
+                renderer=ejson.renderer_name(),
             )
             last_marker: Any = None
             try:

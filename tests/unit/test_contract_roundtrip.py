@@ -344,3 +344,16 @@ def test_a_backfill_read_as_python_values_is_rendered_by_fastejson_too(monkeypat
     assert (counting.scans, counting.fell_back) == (1, 0)
     assert native.entry == general.entry
     assert json.loads(native.entry["Detail"])["origin"] == "backfill"
+
+
+@pytest.mark.parametrize(
+    ("native", "orjson_module", "name"),
+    [(True, True, "fastejson"), (False, True, "orjson"), (False, False, "json_util")],
+)
+def test_the_renderer_in_use_is_named_for_the_relays_log(monkeypatch, native, orjson_module, name):
+    if not native:
+        monkeypatch.setattr(ejson, "_NATIVE", None)
+    if not orjson_module:
+        monkeypatch.setattr(ejson, "_ORJSON", None)
+
+    assert ejson.renderer_name() == name

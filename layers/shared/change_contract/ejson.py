@@ -144,6 +144,13 @@ def native_renderer_available() -> bool:
     return _NATIVE is not None
 
 
+def renderer_name() -> str:
+    """Which renderer the fast path uses here, for the relay's start-up log."""
+    if _ORJSON is None:
+        return "json_util"
+    return "fastejson" if _NATIVE is not None else "orjson"
+
+
 def to_json(document: Mapping[str, Any], *, fast: bool = True) -> str:
     """Render a BSON document as Relaxed Extended JSON text.
 

@@ -132,6 +132,8 @@ def test_sigterm_flushes_checkpoints_and_exits_0_within_the_deadline(world, fres
     relay.start()
     try:
         wait_streaming(relay)
+        # rendering with fastejson, as the image does (its build stage compiles it)
+        assert '"renderer":"fastejson"' in _log(relay)
         fresh_db.productos.insert_many([{"n": n} for n in range(200)])
         world.wait_for(lambda: len(world.seen) >= 20, what="forwarding under way")
         # the container health check passes while it streams
