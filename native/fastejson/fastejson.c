@@ -32,6 +32,8 @@
 
 static PyObject *FallBackError;
 
+static const char HEX[] = "0123456789abcdef";
+
 /* An output buffer that grows by doubling. */
 typedef struct {
     char *data;
@@ -142,7 +144,6 @@ static size_t utf8_sequence(const uint8_t *at, size_t avail) {
 /* A JSON string, escaped as orjson escapes it: `"`, `\` and control characters only. Room is
  * made for the text as it is plus its quotes; each escape (up to 6 bytes for 1) makes more. */
 static int write_string(out_t *out, const uint8_t *text, size_t len) {
-    static const char hex[] = "0123456789abcdef";
     if (out_reserve(out, len + 2) < 0) {
         return -1;
     }
@@ -185,8 +186,8 @@ static int write_string(out_t *out, const uint8_t *text, size_t len) {
             *write++ = 'u';
             *write++ = '0';
             *write++ = '0';
-            *write++ = hex[c >> 4];
-            *write++ = hex[c & 0xF];
+            *write++ = HEX[c >> 4];
+            *write++ = HEX[c & 0xF];
         }
         i++;
     }
@@ -282,11 +283,10 @@ static int write_datetime(out_t *out, int64_t ms) {
 }
 
 static int write_object_id(out_t *out, const uint8_t *oid) {
-    static const char hex[] = "0123456789abcdef";
     char text[] = "{\"$oid\":\"000000000000000000000000\"}";
     for (int i = 0; i < 12; i++) {
-        text[9 + 2 * i] = hex[oid[i] >> 4];
-        text[10 + 2 * i] = hex[oid[i] & 0xF];
+        text[9 + 2 * i] = HEX[oid[i] >> 4];
+        text[10 + 2 * i] = HEX[oid[i] & 0xF];
     }
     return out_write(out, text, sizeof(text) - 1);
 }
@@ -294,7 +294,6 @@ static int write_object_id(out_t *out, const uint8_t *oid) {
 static int write_binary(out_t *out, const uint8_t *data, size_t len, uint8_t subtype) {
     static const char alphabet[] =
         "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    static const char hex[] = "0123456789abcdef";
     if (OUT_LITERAL(out, "{\"$binary\":{\"base64\":\"") < 0 ||
         out_reserve(out, (len + 2) / 3 * 4) < 0) {
         return -1;
@@ -323,8 +322,8 @@ static int write_binary(out_t *out, const uint8_t *data, size_t len, uint8_t sub
     }
     out->len = (size_t)(write - out->data);
     char tail[] = "\",\"subType\":\"00\"}}";
-    tail[13] = hex[subtype >> 4];
-    tail[14] = hex[subtype & 0xF];
+    tail[13] = HEX[subtype >> 4];
+    tail[14] = HEX[subtype & 0xF];
     return out_write(out, tail, sizeof(tail) - 1);
 }
 

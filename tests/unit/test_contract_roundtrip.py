@@ -22,7 +22,6 @@ from change_contract.ejson import (
     ChangeDocument,
     _decimal_text,
     fast_path_available,
-    native_renderer_available,
     render,
 )
 from change_contract.encode import encode_backfill
@@ -290,7 +289,7 @@ def test_a_raw_change_is_rendered_by_fastejson_or_its_fall_back_alike(
     monkeypatch, extra, falls_back
 ):
     # GIVEN a change as the relay reads it, and fastejson with its calls counted
-    assert native_renderer_available()
+    assert ejson.renderer_name() == "fastejson"
     change = change_around({"nombreProducto": "Leche", "cantidad": 5, **extra})
     raw = RawBSONDocument(encode(change, codec_options=CODEC_OPTIONS), codec_options=CODEC_OPTIONS)
     counting = _CountingRenderer()
@@ -357,3 +356,26 @@ def test_the_renderer_in_use_is_named_for_the_relays_log(monkeypatch, native, or
         monkeypatch.setattr(ejson, "_ORJSON", None)
 
     assert ejson.renderer_name() == name
+
+
+def test_a_change_in_a_transaction_keeps_its_session_fields_alike_with_fastejson(monkeypatch):
+    # GIVEN a change written in a transaction, as the relay reads it
+    change = {
+        **change_around({"cantidad": 4}),
+        "txnNumber": Int64(7),
+        "lsid": {"id": Binary(uuid.UUID(int=5).bytes, 4), "uid": Binary(b"u" * 32, 0)},
+    }
+    raw = RawBSONDocument(encode(change, codec_options=CODEC_OPTIONS), codec_options=CODEC_OPTIONS)
+
+    # WHEN it is encoded with fastejson and without it
+    native = encode_change(raw, bus_name="bus")
+    monkeypatch.setattr(ejson, "_NATIVE", None)
+    general = encode_change(raw, bus_name="bus")
+
+    # THEN both write the session fields, byte for byte alike
+    assert native.entry == general.entry
+    detail = json.loads(native.entry["Detail"])
+    assert detail["txnNumber"] == 7
+    assert detail["lsid"]["id"] == {
+        "$binary": {"base64": "AAAAAAAAAAAAAAAAAAAABQ==", "subType": "04"}
+    }

@@ -139,11 +139,6 @@ def fast_path_available() -> bool:
     return _ORJSON is not None
 
 
-def native_renderer_available() -> bool:
-    """Whether the relay's own BSON renderer (fastejson) is installed, for `scanned`."""
-    return _NATIVE is not None
-
-
 def renderer_name() -> str:
     """Which renderer the fast path uses here, for the relay's start-up log."""
     if _ORJSON is None:

@@ -38,8 +38,8 @@ _COPIED_FIELDS = (
     "fullDocumentBeforeChange",
 )
 _SESSION_FIELDS = ("txnNumber", "lsid")
-# The fields copied into `detail` whose content the fast path renders straight from BSON.
-_RENDERED_FIELDS: frozenset[str] = frozenset((*_COPIED_FIELDS, "lsid"))
+# Every field copied into `detail` as it is: the fast path renders them straight from BSON.
+_RENDERED_FIELDS: frozenset[str] = frozenset((*_COPIED_FIELDS, *_SESSION_FIELDS))
 _ALL_CONTENT: frozenset[str] = frozenset(CONTENT_FIELDS)
 _NOTHING: frozenset[str] = frozenset()
 
